@@ -1,0 +1,234 @@
+"""Time split-K MoE stage1 and the whole layer by CUDA-graph replay, against read bandwidth.
+
+    python benchmarks/bench_moe.py [--tokens 1 2 4 8] [--json FILE] [--sweep]
+
+Shape: DeepSeek-V3 TP8 decode (K=7168, N=256, E=257, topk=9). Each graph replays ROTATE
+input sets with their own routing, so the ~33 MB of fp8 weights a call reads are not
+served from the 60 MB L2. Bandwidth counts the distinct routed experts' weights, the
+activations and the scales a call must read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kernels.contracts import Contract, MemsetRows, Policy, Quant, get_ksplit, get_padded_m, sorted_size  # noqa: E402
+from kernels.fused_moe import fused_moe, fused_moe_ref, make_inputs, stage1_ref  # noqa: E402
+from kernels.moe_sorting import moe_sorting  # noqa: E402
+from kernels.moe_stage1 import moe_stage1  # noqa: E402
+from kernels.quant import per_1x128_quant  # noqa: E402
+
+MODEL_DIM, INTER, EXPERTS, TOPK, BLOCK_M = 7168, 256, 257, 9, 16
+ROTATE = 8
+# KPerBlock 128, as aiter's tuned split-K CK instances (MPerBlock 32, KPerBlock 128, §1.5), and
+# CK's memset after rocm-libraries #5225 (T*topk rows), the one a fixed stack runs.
+CONTRACT = Contract(k_per_block=128, memset_rows=MemsetRows.TOKENS_TOPK)
+
+
+def replay_us(calls, reps=30):
+    """Median time of one call, from replays of a graph holding every call once."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for call in calls:
+            call()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        for call in calls:
+            call()
+    graph.replay()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(reps):
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1000 / len(calls))
+    return statistics.median(times)
+
+
+def read_bandwidth():
+    """bf16 sum over 4 GiB, bytes/s: the ceiling the kernels are held to."""
+    x = torch.empty(2 * 1024**3, dtype=torch.bfloat16, device="cuda").normal_()
+    for _ in range(3):
+        x.sum()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(10):
+        start.record()
+        x.sum()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    nbytes = x.numel() * 2
+    del x
+    torch.cuda.empty_cache()
+    return nbytes / statistics.median(times)
+
+
+def stage1_bytes(inputs, quant):
+    """Bytes one stage1 call must read: routed experts' w1 (+ scales), hidden (+ scales)."""
+    experts = len(set(inputs.topk_ids.flatten().tolist()) - {-1})
+    elem = 1 if quant is Quant.PER_1X128 else 2
+    w = experts * 2 * INTER * MODEL_DIM * elem
+    scales = experts * (2 * INTER // 128) * (MODEL_DIM // 128) * 4 if quant is Quant.PER_1X128 else 0
+    return w + scales + inputs.hidden.numel() * elem
+
+
+def stage1_calls(sets, tokens, quant, splitk, config=None):
+    """One closure per input set: [memset +] stage1 [+ activation] as the wrapper runs it."""
+    calls = []
+    rows = sorted_size(tokens, TOPK, EXPERTS, BLOCK_M)
+    for x in sets:
+        sorted_ids, _, sorted_expert_ids, num_valid_ids, _ = moe_sorting(
+            x.topk_ids, x.topk_weights, EXPERTS, BLOCK_M, MODEL_DIM, x.hidden.dtype)
+        a1, a1_scale = per_1x128_quant(x.hidden) if quant is Quant.PER_1X128 else (x.hidden, None)
+        split = splitk > 1
+
+        def call(x=x, a1=a1, a1_scale=a1_scale, sorted_ids=sorted_ids, sorted_expert_ids=sorted_expert_ids,
+                 num_valid_ids=num_valid_ids, split=split):
+            if split:
+                out = torch.empty(rows, 2 * INTER, dtype=torch.float32, device="cuda")
+            else:
+                out = torch.empty(tokens, TOPK, INTER, dtype=x.hidden.dtype, device="cuda")
+            moe_stage1(a1, x.w1, sorted_ids, sorted_expert_ids, num_valid_ids, out, TOPK, BLOCK_M, splitk,
+                       split_instance=split, a1_scale=a1_scale, w1_scale=x.w1_scale, contract=CONTRACT,
+                       config=config)
+            return out
+
+        calls.append(call)
+    return calls
+
+
+def grouped_mm_calls(sets, tokens):
+    """What a user would run instead: torch._grouped_mm over the routed rows, bf16."""
+    calls = []
+    for x in sets:
+        ids = x.topk_ids.flatten().long()
+        order = torch.argsort(ids, stable=True)
+        a = x.hidden[order // TOPK].contiguous()
+        offs = torch.bincount(ids, minlength=EXPERTS).cumsum(0).to(torch.int32)
+        w = x.w1.transpose(-2, -1)
+        calls.append(lambda a=a, w=w, offs=offs: torch._grouped_mm(a, w, offs=offs))
+    return calls
+
+
+def make_sets(tokens, dtype, quant, seed=0):
+    # One weight set, shared: ROTATE routings of the same layer. Weights are 1.9 GB in bf16.
+    base = make_inputs(tokens, MODEL_DIM, INTER, EXPERTS, TOPK, dtype, quant, seed, "cuda")
+    sets = [base]
+    for i in range(1, ROTATE):
+        other = make_inputs(tokens, 128, 128, EXPERTS, TOPK, dtype, Quant.NONE, seed + i, "cuda")
+        hidden = torch.randn(tokens, MODEL_DIM, device="cuda").to(base.hidden.dtype)
+        sets.append(type(base)(hidden, base.w1, base.w2, other.topk_ids, other.topk_weights, base.w1_scale,
+                               base.w2_scale))
+    return sets
+
+
+def check(sets, tokens, quant, splitk):
+    """Stage1 and the layer against the fp64 reference before anything is timed."""
+    x = sets[0]
+    out = stage1_calls([x], tokens, quant, splitk)[0]()
+    torch.cuda.synchronize()
+    ref = stage1_ref(x, quant)
+    if splitk > 1:
+        err1 = float((out[: tokens * TOPK].double().cpu() - ref).norm() / ref.norm())
+    else:
+        err1 = float("nan")  # the fused path's activation is checked through the layer
+    moe = fused_moe(x, block_m=BLOCK_M, splitk=splitk, policy=Policy.PR2551, quant=quant, contract=CONTRACT)
+    ref2 = fused_moe_ref(x, quant)
+    err2 = float((moe.double().cpu() - ref2).norm() / ref2.norm())
+    return err1, err2
+
+
+def sweep(sets, tokens, quant, splitk):
+    """Tile configs for stage1; returns (best config, its time)."""
+    best = None
+    for block_n in (32, 64, 128):
+        for block_k in ((128,) if quant is Quant.PER_1X128 else (64, 128)):
+            for warps in ((4, 8) if quant is Quant.PER_1X128 else (4,)):
+                for stages in (3, 4, 5):
+                    cfg = (dict(BLOCK_N=block_n, BLOCK_K=block_k), dict(num_warps=warps, num_stages=stages))
+                    try:
+                        us = replay_us(stage1_calls(sets, tokens, quant, splitk, cfg), reps=10)
+                    except Exception as exc:  # a config that does not fit shared memory
+                        print(f"  skip {cfg}: {type(exc).__name__}")
+                        continue
+                    if best is None or us < best[1]:
+                        best = (cfg, us)
+    return best
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--json")
+    parser.add_argument("--sweep", action="store_true")
+    args = parser.parse_args(argv)
+    props = torch.cuda.get_device_properties(0)
+    cu_num = props.multi_processor_count
+    bw = read_bandwidth()
+    print(f"device {props.name}, {cu_num} SMs, torch {torch.__version__}; bf16 sum over 4 GiB: {bw / 1e12:.2f} TB/s")
+    rows = []
+    for quant, dtype in ((Quant.PER_1X128, "bf16"), (Quant.NONE, "bf16")):
+        for tokens in args.tokens:
+            sets = make_sets(tokens, dtype, quant)
+            nbytes = statistics.mean(stage1_bytes(x, quant) for x in sets)
+            auto = get_ksplit(get_padded_m(tokens), TOPK, EXPERTS, INTER, MODEL_DIM, cu_num)
+            variants = {"ksplit=1": 0}
+            for splitk in sorted({auto or 2, 2 * (auto or 2)}):
+                while MODEL_DIM % (splitk * 128):
+                    splitk += 1
+                variants[f"split-K {splitk}"] = splitk
+            for name, splitk in variants.items():
+                err1, err2 = check(sets, tokens, quant, splitk)
+                cfg = None
+                if args.sweep and (quant is Quant.PER_1X128 or tokens == args.tokens[0]):
+                    cfg, _ = sweep(sets, tokens, quant, splitk)
+                us = replay_us(stage1_calls(sets, tokens, quant, splitk, cfg))
+                moe_us = replay_us([lambda x=x, s=splitk, q=quant: fused_moe(
+                    x, block_m=BLOCK_M, splitk=s, policy=Policy.PR2551, quant=q, contract=CONTRACT)
+                    for x in sets])
+                rows.append(dict(quant=quant.value, dtype=dtype, tokens=tokens, variant=name, splitk=splitk,
+                                 stage1_us=us, stage1_bytes=nbytes, stage1_tbs=nbytes / us / 1e6,
+                                 stage1_pct_read_bw=100 * nbytes / (us * 1e-6) / bw, moe_us=moe_us,
+                                 stage1_rel_err=err1, moe_rel_err=err2, config=repr(cfg)))
+            if quant is Quant.NONE:
+                try:
+                    us = replay_us(grouped_mm_calls(sets, tokens))
+                    rows.append(dict(quant="none", dtype=dtype, tokens=tokens, variant="torch._grouped_mm",
+                                     splitk=0, stage1_us=us, stage1_bytes=nbytes, stage1_tbs=nbytes / us / 1e6,
+                                     stage1_pct_read_bw=100 * nbytes / (us * 1e-6) / bw, moe_us=float("nan"),
+                                     stage1_rel_err=float("nan"), moe_rel_err=float("nan"), config=""))
+                except Exception as exc:
+                    print(f"torch._grouped_mm failed at T={tokens}: {type(exc).__name__}: {exc}")
+            del sets
+            torch.cuda.empty_cache()
+    print("\n| quant | T | variant | stage1 us | TB/s | % read BW | MoE us | stage1 err | MoE err |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['quant']} | {r['tokens']} | {r['variant']} | {r['stage1_us']:.1f} | {r['stage1_tbs']:.2f} | "
+              f"{r['stage1_pct_read_bw']:.0f}% | {r['moe_us']:.1f} | {r['stage1_rel_err']:.1e} | "
+              f"{r['moe_rel_err']:.1e} |")
+    if args.sweep:
+        for r in rows:
+            print(r["quant"], r["tokens"], r["variant"], r["config"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(read_bw=bw, device=props.name, rows=rows), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

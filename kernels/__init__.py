@@ -1,0 +1,1 @@
+"""Split-K MoE kernels that reproduce aiter's buffer contracts, each with a torch reference."""

@@ -1,0 +1,184 @@
+"""aiter's two-stage MoE call sites, with the stage1 allocation policy as a parameter.
+
+`fused_moe` follows `fused_moe_2stages` (moe-contracts.md §1.6): sort, [quantise], stage1 into
+the buffer the policy allocates, activation, [requantise], stage2 into moe_buf. Every buffer is
+made by a torch factory call in Python, so a harness that intercepts factories guards them all.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from kernels.activation import act_and_mul, act_and_mul_ref
+from kernels.contracts import (
+    DEFAULT_CONTRACT,
+    Activation,
+    Policy,
+    Quant,
+    Stage1Mode,
+    sorted_size,
+    stage1_buffer,
+    stage1_mode,
+)
+from kernels.moe_sorting import moe_sorting
+from kernels.moe_stage1 import moe_stage1
+from kernels.moe_stage2 import moe_stage2
+from kernels.quant import (
+    FP8,
+    dequant_rows,
+    dequant_weight_128x128,
+    per_1x128_quant,
+    per_1x128_quant_ref,
+)
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+# Aliased weights: expert e is the pool shifted by e*128 elements, so E experts cost one
+# expert's memory (DeepSeek-V3 EP w1 is 7.5 G elements) yet differ, and a wrong expert shows.
+_ALIAS_SHIFT = 128
+
+
+@dataclass(frozen=True)
+class MoEInputs:
+    """One layer's inputs. Weights are fp8 with block scales when quantised."""
+
+    hidden: torch.Tensor  # (T, K) model dtype
+    w1: torch.Tensor  # (E, 2N, K)
+    w2: torch.Tensor  # (E, K, N)
+    topk_ids: torch.Tensor  # (T, topk) int32
+    topk_weights: torch.Tensor  # (T, topk) fp32
+    w1_scale: torch.Tensor | None = None  # (E, 2N/128, K/128) fp32
+    w2_scale: torch.Tensor | None = None  # (E, K/128, N/128) fp32
+
+
+def _weights(gen, experts, rows, cols, dtype, quant, aliased, device):
+    """Random `(E, rows, cols)` weights with unit-variance outputs; fp8 + scales when quantised."""
+    store = FP8 if quant is Quant.PER_1X128 else dtype
+    if aliased:
+        pool = torch.randn(rows * cols + (experts - 1) * _ALIAS_SHIFT, generator=gen, device=device)
+        w = pool.to(store).as_strided((experts, rows, cols), (_ALIAS_SHIFT, cols, 1))
+    else:
+        w = torch.randn(experts, rows, cols, generator=gen, device=device).to(store)
+    if quant is not Quant.PER_1X128:
+        return w / math.sqrt(cols) if not aliased else (pool / math.sqrt(cols)).to(store).as_strided(
+            (experts, rows, cols), (_ALIAS_SHIFT, cols, 1)), None
+    groups = (-(-rows // 128), -(-cols // 128))
+    scale = (0.5 + torch.rand(experts, *groups, generator=gen, device=device)) / math.sqrt(cols)
+    return w, scale
+
+
+def make_inputs(tokens, model_dim, inter, experts, topk, dtype, quant, seed, device, aliased=False,
+                idle_tokens=0):
+    """Fresh random inputs; `idle_tokens` trailing tokens route to -1 (sglang idle batches)."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    model_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    hidden = torch.randn(tokens, model_dim, generator=gen, device=device).to(model_dtype)
+    w1, w1_scale = _weights(gen, experts, 2 * inter, model_dim, model_dtype, quant, aliased, device)
+    w2, w2_scale = _weights(gen, experts, model_dim, inter, model_dtype, quant, aliased, device)
+    scores = torch.rand(tokens, experts, generator=gen, device=device)
+    weights, ids = torch.topk(scores, topk, dim=-1)
+    ids = ids.to(torch.int32)
+    if idle_tokens:
+        ids[tokens - idle_tokens:] = -1
+    return MoEInputs(hidden, w1, w2, ids, weights / weights.sum(-1, keepdim=True), w1_scale, w2_scale)
+
+
+def fused_moe(x: MoEInputs, *, block_m, splitk, policy=Policy.PR2551, quant=Quant.NONE,
+              activation=Activation.SILU, contract=DEFAULT_CONTRACT, on_step: Callable[[str], None] | None = None):
+    """Run the MoE layer; returns `moe_buf (T, K)` in the model dtype.
+
+    `on_step(name)` is called after each launch, so a harness can check guards op by op.
+    """
+    step = on_step or (lambda name: None)
+    hidden = x.hidden
+    tokens, model_dim = hidden.shape
+    experts, inter = x.w1.shape[0], x.w2.shape[2]
+    topk = x.topk_ids.shape[1]
+    dtype = hidden.dtype
+    sorted_ids, sorted_weights, sorted_expert_ids, num_valid_ids, moe_buf = moe_sorting(
+        x.topk_ids, x.topk_weights, experts, block_m, model_dim, dtype)
+    step("moe_sorting")
+    a1, a1_scale = hidden, None
+    if quant is Quant.PER_1X128:
+        a1, a1_scale = per_1x128_quant(hidden)
+        step("quant_a1")
+    # aiter's a2: the stage1 output in the model dtype, (T, topk, N).
+    out = torch.empty((tokens, topk, inter), dtype=dtype, device=hidden.device)
+    mode = stage1_mode(quant, splitk, model_dim, contract)
+    stage1 = dict(split_instance=mode is not Stage1Mode.FUSED, activation=activation, a1_scale=a1_scale,
+                  w1_scale=x.w1_scale, contract=contract)
+    sorted_rows = sorted_size(tokens, topk, experts, block_m)
+    if mode is Stage1Mode.SPLIT:
+        buf = stage1_buffer(policy, tokens, topk, inter, sorted_rows, DTYPE_NAMES[dtype], split=True)
+        factory = torch.zeros if buf.init == "zeros" else torch.empty
+        tmp_out = factory((buf.rows, buf.width), dtype=DTYPES[buf.dtype], device=hidden.device)
+        moe_stage1(a1, x.w1, sorted_ids, sorted_expert_ids, num_valid_ids, tmp_out, topk, block_m, splitk,
+                   memset=policy is not Policy.CKTILE, **stage1)
+        step("moe_stage1")
+        act_and_mul(out, tmp_out[:buf.view_rows], activation)
+        step("act_and_mul")
+    elif mode is Stage1Mode.IDENTITY:
+        # aiter #3050: `is` made is_splitk False, so the wrapper passed splitk=0 and `out` itself,
+        # but the split-K instance picked by name writes fp32 rows 2N wide into it.
+        moe_stage1(a1, x.w1, sorted_ids, sorted_expert_ids, num_valid_ids, out.view(torch.float32), topk,
+                   block_m, 0, **stage1)
+        step("moe_stage1")
+    else:
+        moe_stage1(a1, x.w1, sorted_ids, sorted_expert_ids, num_valid_ids, out, topk, block_m, 0, **stage1)
+        step("moe_stage1")
+    a2, a2_scale = out, None
+    if quant is Quant.PER_1X128:
+        a2, a2_scale = per_1x128_quant(out.view(-1, inter))
+        step("quant_a2")
+    moe_stage2(a2, x.w2, sorted_ids, sorted_weights, sorted_expert_ids, num_valid_ids, moe_buf, topk, block_m,
+               a2_scale=a2_scale, w2_scale=x.w2_scale, contract=contract)
+    step("moe_stage2")
+    return moe_buf
+
+
+def dequant_weights(x: MoEInputs):
+    """(w1, w2) in fp32, block scales applied."""
+    if x.w1_scale is None:
+        return x.w1.float(), x.w2.float()
+    return dequant_weight_128x128(x.w1, x.w1_scale), dequant_weight_128x128(x.w2, x.w2_scale)
+
+
+def stage1_ref(x: MoEInputs, quant=Quant.NONE):
+    """fp64 gate|up rows `(T*topk, 2N)` for every routed (token, slot); rows of idle slots stay 0."""
+    tokens, topk = x.topk_ids.shape
+    a = x.hidden.double().cpu()
+    if quant is Quant.PER_1X128:
+        a = dequant_rows(*per_1x128_quant_ref(x.hidden.cpu())).double()
+    w1, _ = dequant_weights(x)
+    ids = x.topk_ids.cpu().long().reshape(-1)
+    rows = torch.zeros(tokens * topk, w1.shape[1], dtype=torch.float64)
+    for e in ids.unique().tolist():
+        if e < 0:
+            continue
+        sel = torch.nonzero(ids == e).flatten()
+        rows[sel] = a[sel // topk] @ w1[e].double().cpu().T
+    return rows
+
+
+def fused_moe_ref(x: MoEInputs, quant=Quant.NONE, activation=Activation.SILU):
+    """fp64 reference of `fused_moe`, quantising the intermediate as the kernels do."""
+    tokens, topk = x.topk_ids.shape
+    gate_up = stage1_ref(x, quant)
+    a2 = act_and_mul_ref(gate_up, activation).to(x.hidden.dtype)
+    a2 = dequant_rows(*per_1x128_quant_ref(a2)) if quant is Quant.PER_1X128 else a2.float()
+    _, w2 = dequant_weights(x)
+    ids = x.topk_ids.cpu().long().reshape(-1)
+    weights = x.topk_weights.cpu().double().reshape(-1)
+    out = torch.zeros(tokens, w2.shape[1], dtype=torch.float64)
+    for e in ids.unique().tolist():
+        if e < 0:
+            continue
+        sel = torch.nonzero(ids == e).flatten()
+        y = a2[sel].double() @ w2[e].double().cpu().T
+        out.index_add_(0, sel // topk, y * weights[sel, None])
+    return out

@@ -1,0 +1,23 @@
+"""Shared fixtures for the self-tests: the device the kernels run on and a fresh seed per test."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from kernels._triton import device as kernel_device
+
+
+@pytest.fixture
+def device() -> torch.device:
+    return kernel_device()
+
+
+@pytest.fixture
+def seed() -> int:
+    """A fresh seed per test, printed on failure so the case can be replayed."""
+    value = random.SystemRandom().randrange(2**31)
+    print(f"seed={value}")
+    return value
