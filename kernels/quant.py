@@ -59,17 +59,6 @@ def dequant_rows(q, scale):
     return q.float() * expanded
 
 
-def quant_weight_128x128(w):
-    """`w (E, R, C)` -> (`fp8 (E, R, C)`, `scale (E, ceil(R/128), ceil(C/128)) fp32`): aiter's weight blocks."""
-    e, r, c = w.shape
-    rb, cb = -(-r // QUANT_GROUP), -(-c // QUANT_GROUP)
-    padded = torch.nn.functional.pad(w.float(), (0, cb * QUANT_GROUP - c, 0, rb * QUANT_GROUP - r))
-    blocks = padded.view(e, rb, QUANT_GROUP, cb, QUANT_GROUP)
-    scale = blocks.abs().amax(dim=(2, 4)).clamp_min(_MIN_AMAX) / FP8_MAX
-    q = (blocks / scale[:, :, None, :, None]).clamp(-FP8_MAX, FP8_MAX).to(FP8)
-    return q.view(e, rb * QUANT_GROUP, cb * QUANT_GROUP)[:, :r, :c].contiguous(), scale
-
-
 def dequant_weight_128x128(q, scale):
     """Undo `quant_weight_128x128` in fp32."""
     r, c = q.shape[-2:]
