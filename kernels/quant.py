@@ -60,7 +60,7 @@ def dequant_rows(q, scale):
 
 
 def dequant_weight_128x128(q, scale):
-    """Undo `quant_weight_128x128` in fp32."""
+    """fp32 weights `q (E, R, C)` times their 128x128 block scales `(E, ceil(R/128), ceil(C/128))`."""
     r, c = q.shape[-2:]
     s = scale.float().repeat_interleave(QUANT_GROUP, -2).repeat_interleave(QUANT_GROUP, -1)
     return q.float() * s[..., :r, :c]
