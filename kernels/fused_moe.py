@@ -58,15 +58,17 @@ class MoEInputs:
 
 def _weights(gen, experts, rows, cols, dtype, quant, aliased, device):
     """Random `(E, rows, cols)` weights with unit-variance outputs; fp8 + scales when quantised."""
-    store = FP8 if quant is Quant.PER_1X128 else dtype
+    quantised = quant is Quant.PER_1X128
+    # fp8 values carry their magnitude in the block scales; plain weights are scaled here.
+    std = 1.0 if quantised else 1.0 / math.sqrt(cols)
+    store = FP8 if quantised else dtype
     if aliased:
-        pool = torch.randn(rows * cols + (experts - 1) * _ALIAS_SHIFT, generator=gen, device=device)
+        pool = torch.randn(rows * cols + (experts - 1) * _ALIAS_SHIFT, generator=gen, device=device) * std
         w = pool.to(store).as_strided((experts, rows, cols), (_ALIAS_SHIFT, cols, 1))
     else:
-        w = torch.randn(experts, rows, cols, generator=gen, device=device).to(store)
-    if quant is not Quant.PER_1X128:
-        return w / math.sqrt(cols) if not aliased else (pool / math.sqrt(cols)).to(store).as_strided(
-            (experts, rows, cols), (_ALIAS_SHIFT, cols, 1)), None
+        w = (torch.randn(experts, rows, cols, generator=gen, device=device) * std).to(store)
+    if not quantised:
+        return w, None
     groups = (-(-rows // 128), -(-cols // 128))
     scale = (0.5 + torch.rand(experts, *groups, generator=gen, device=device)) / math.sqrt(cols)
     return w, scale
