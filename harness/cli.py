@@ -10,11 +10,15 @@ from pathlib import Path
 from typing import NoReturn, TypeAlias
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from harness.errors import BadInput, bad_value, display_path, one_line
 from harness.footprint import footprint_rows
-from harness.scenario import Scenario, find_scenario_dir, load_scenarios, scenario_files
-from reports.tables import footprint_table, scenario_title
+from harness.guard import GuardBudgetError
+from harness.results import CaseResult
+from harness.scenario import Profile, Scenario, capture_sizes, find_scenario_dir, load_scenarios, scenario_files
+from kernels.contracts import Policy
+from reports.tables import footprint_table, run_table, scenario_title
 
 PROG = "graph-harness"
 EXIT_BAD_INPUT = 2  # argparse's own code for a usage error
@@ -69,6 +73,118 @@ def _footprint(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _non_negative_int(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"got {text!r}; allowed: integer >= 0")
+
+
+def _gib(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if value > 0:
+        return int(value * (1 << 30))
+    raise argparse.ArgumentTypeError(f"got {text!r}; allowed: GiB > 0")
+
+
+def _at_least_two(text: str) -> int:
+    if text.isdigit() and int(text) >= 2:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"got {text!r}; allowed: integer >= 2")
+
+
+def _plan(args: argparse.Namespace, profile: Profile) -> list[tuple[str, Scenario, Policy, tuple[int, ...]]]:
+    """(scenario id, scenario, policy, sizes) groups to run; named ids and flags are checked first."""
+    directory = args.scenario_dir or find_scenario_dir()
+    picked = _pick(directory, args.scenarios) if args.scenarios else load_scenarios(scenario_files(directory))
+    policies = [Policy(p) for p in args.policies] if args.policies else list(Policy)
+    plan = []
+    for scenario_id, scenario in picked.items():
+        where = f"{display_path(scenario.source) if scenario.source else display_path(directory)}: {scenario_id}"
+        known = capture_sizes(scenario, "gpu")
+        if args.sizes:
+            if args.scenarios and not set(args.sizes) <= set(known):
+                bad = sorted(set(args.sizes) - set(known))
+                raise bad_value(where, "--sizes", ", ".join(map(str, bad)),
+                                f"its capture_sizes {', '.join(map(str, known))}")
+            sizes = tuple(t for t in known if t in args.sizes)
+        else:
+            sizes = capture_sizes(scenario, profile)
+        wanted = [p for p in policies if p in scenario.policies]
+        if args.scenarios and args.policies and len(wanted) < len(policies):
+            missing = [p.value for p in policies if p not in scenario.policies]
+            raise bad_value(where, "--policy", ", ".join(missing), ", ".join(p.value for p in scenario.policies))
+        plan.extend((scenario_id, scenario, policy, sizes) for policy in wanted if sizes)
+    if not plan:
+        raise bad_value("graph-harness run", "", "no case to run", "a scenario, policy and size that exist together")
+    return plan
+
+
+def _write_json(path: Path, results: Sequence[CaseResult]) -> None:
+    try:
+        path.write_text(json.dumps([r.record() for r in results], indent=2, allow_nan=False) + "\n",
+                        encoding="utf-8")
+    except OSError as err:
+        raise bad_value("--json", "", display_path(path), "a writable file path", err.strerror or "") from err
+
+
+def _run(args: argparse.Namespace, console: Console) -> int:
+    """Run cases through the protocol; print the table; exit 0 only if every case met its expectation."""
+    from harness.run import profile_of, resolve_cases, run_cases
+    from kernels._triton import device
+
+    dev = device()
+    plan = _plan(args, profile_of(dev))
+    if args.json is not None:
+        _write_json(args.json, [])  # a bad path fails now, before minutes of work
+    results: list[CaseResult] = []
+    total = sum(len(sizes) for *_, sizes in plan)
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+    with progress:
+        task = progress.add_task("cases", total=total)
+        for scenario_id, scenario, policy, sizes in plan:
+            progress.update(task, description=f"{scenario_id} {policy.value} T={','.join(map(str, sizes))}")
+            cases = resolve_cases(scenario_id, scenario, policy, sizes, profile_of(dev), args.seed)
+            try:
+                results.extend(run_cases(cases, dev, budget=args.guard_budget, replays=args.replays))
+            except GuardBudgetError as err:
+                raise bad_value("--guard-budget", "", f"{(args.guard_budget or 0) / (1 << 30):g} GiB",
+                                "a larger budget", str(err)) from err
+            finally:
+                if args.json is not None:
+                    _write_json(args.json, results)
+            progress.advance(task, len(sizes))
+    for scenario_id in dict.fromkeys(r.scenario for r in results):
+        rows = [r for r in results if r.scenario == scenario_id]
+        console.print(run_table(rows, title=f"{scenario_id} on {rows[0].env.device}, {rows[0].backend}"))
+    for r in results:
+        if not r.passed:
+            console.print(f"[red]FAIL[/red] {r.scenario} {r.policy} T={r.capture_size}: {r.reason}")
+            console.print(f"  repro: graph-harness run {r.scenario} --policy {r.policy} --sizes {r.capture_size} "
+                          f"--seed {r.seed}")
+    return 0 if all(r.passed for r in results) else 1
+
+
+def _add_run(sub: Subparsers) -> None:
+    parser = sub.add_parser("run", help="run cases eagerly and under graph capture, with guards; judge each")
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario id (default: all)")
+    parser.add_argument("--policy", dest="policies", action="append", choices=[p.value for p in Policy],
+                        metavar="P", help="stage1 allocation policy (repeatable; default: the scenario's)")
+    parser.add_argument("--sizes", nargs="+", type=_positive_int, metavar="T",
+                        help="capture sizes (default: the scenario's, cpu_sizes on CPU)")
+    parser.add_argument("--seed", type=_non_negative_int, metavar="N", help="seed (default: the scenario's)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the results as a JSON list")
+    parser.add_argument("--replays", type=_at_least_two, default=2, metavar="N", help="replays per graph (>= 2)")
+    parser.add_argument("--guard-budget", type=_gib, metavar="GIB",
+                        help="guard slab size (default: 1 GiB on CPU, 40%% of free GPU memory up to 16 GiB)")
+    parser.add_argument("--scenarios", dest="scenario_dir", type=Path, metavar="DIR",
+                        help="scenario folder (default: ./scenarios, else the repository's)")
+    parser.set_defaults(command=_run)
+
+
 def _add_footprint(sub: Subparsers) -> None:
     parser = sub.add_parser("footprint", help="predict stage1 buffer bytes per capture size and policy")
     parser.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario id (YAML key)")
@@ -81,7 +197,7 @@ def _add_footprint(sub: Subparsers) -> None:
 
 
 # One registrar per subcommand: adding a command is one function here plus its entry below.
-_SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_footprint,)
+_SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_footprint, _add_run)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels._triton import INTERPRET, round_mantissa, store_mantissa, tl, triton
+from kernels._triton import INTERPRET, cast_rne, store_mantissa, tl, triton
 from kernels.contracts import Activation
 
 _BLOCK = 1024
@@ -32,7 +32,7 @@ def _act_and_mul_kernel(x_ptr, out_ptr, n, stride_x, stride_out, BLOCK: tl.const
     gate = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
     up = tl.load(x_ptr + row * stride_x + n + cols, mask=mask, other=0.0).to(tl.float32)
     act = act_fn(gate, GELU)
-    tl.store(out_ptr + row * stride_out + cols, round_mantissa(act * up, MANT).to(out_ptr.dtype.element_ty),
+    tl.store(out_ptr + row * stride_out + cols, cast_rne(act * up, out_ptr.dtype.element_ty, MANT),
              mask=mask)
 
 

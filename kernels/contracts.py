@@ -68,7 +68,10 @@ DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 class Contract:
     """The kernel-side behaviour a scenario pins down."""
 
-    padding: Padding = Padding.CLIPPED
+    padding: Padding = Padding.CLIPPED  # stage1's store of the padding rows (S2)
+    # stage2's read of a2 and store into moe_buf for the sentinel token T (S12): the same flag in CK,
+    # kept apart so that a scenario can pin one bug at a time.
+    stage2_padding: Padding = Padding.CLIPPED
     memset_rows: MemsetRows = MemsetRows.SORTED_SIZE
     predicate: Predicate = Predicate.EQUALITY
     kbatch_guard: bool = False  # aiter #3997 (reverted by #4394): split-K only when KBatch >= 2

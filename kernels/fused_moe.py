@@ -66,7 +66,10 @@ def _weights(gen, experts, rows, cols, dtype, quant, aliased, device):
         pool = torch.randn(rows * cols + (experts - 1) * _ALIAS_SHIFT, generator=gen, device=device) * std
         w = pool.to(store).as_strided((experts, rows, cols), (_ALIAS_SHIFT, cols, 1))
     else:
-        w = (torch.randn(experts, rows, cols, generator=gen, device=device) * std).to(store)
+        # One expert at a time: DeepSeek-V3 EP's w1 in fp32 would be 28 GiB before the cast.
+        w = torch.empty(experts, rows, cols, dtype=store, device=device)
+        for e in range(experts):
+            w[e] = torch.randn(rows, cols, generator=gen, device=device) * std
     if not quantised:
         return w, None
     groups = (-(-rows // 128), -(-cols // 128))
@@ -74,20 +77,37 @@ def _weights(gen, experts, rows, cols, dtype, quant, aliased, device):
     return w, scale
 
 
-def make_inputs(tokens, model_dim, inter, experts, topk, dtype, quant, seed, device, aliased=False,
-                idle_tokens=0):
-    """Fresh random inputs; `idle_tokens` trailing tokens route to -1 (sglang idle batches)."""
+def make_weights(model_dim, inter, experts, dtype, quant, seed, device, aliased=False):
+    """(w1, w1_scale, w2, w2_scale): `(E, 2N, K)` and `(E, K, N)`, scales None unless quantised."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    model_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    w1, w1_scale = _weights(gen, experts, 2 * inter, model_dim, model_dtype, quant, aliased, device)
+    w2, w2_scale = _weights(gen, experts, model_dim, inter, model_dtype, quant, aliased, device)
+    return w1, w1_scale, w2, w2_scale
+
+
+def make_activations(tokens, model_dim, experts, topk, dtype, seed, device, idle_tokens=0):
+    """(hidden `(T, K)`, topk_ids `(T, topk) int32`, topk_weights `(T, topk) fp32`), fresh per seed.
+
+    `idle_tokens` trailing tokens route to -1 (sglang idle batches).
+    """
     gen = torch.Generator(device=device).manual_seed(seed)
     model_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     hidden = torch.randn(tokens, model_dim, generator=gen, device=device).to(model_dtype)
-    w1, w1_scale = _weights(gen, experts, 2 * inter, model_dim, model_dtype, quant, aliased, device)
-    w2, w2_scale = _weights(gen, experts, model_dim, inter, model_dtype, quant, aliased, device)
     scores = torch.rand(tokens, experts, generator=gen, device=device)
     weights, ids = torch.topk(scores, topk, dim=-1)
     ids = ids.to(torch.int32)
     if idle_tokens:
         ids[tokens - idle_tokens:] = -1
-    return MoEInputs(hidden, w1, w2, ids, weights / weights.sum(-1, keepdim=True), w1_scale, w2_scale)
+    return hidden, ids, weights / weights.sum(-1, keepdim=True)
+
+
+def make_inputs(tokens, model_dim, inter, experts, topk, dtype, quant, seed, device, aliased=False,
+                idle_tokens=0):
+    """Fresh random weights and activations for one layer."""
+    w1, w1_scale, w2, w2_scale = make_weights(model_dim, inter, experts, dtype, quant, seed, device, aliased)
+    hidden, ids, weights = make_activations(tokens, model_dim, experts, topk, dtype, seed + 1, device, idle_tokens)
+    return MoEInputs(hidden, w1, w2, ids, weights, w1_scale, w2_scale)
 
 
 def fused_moe(x: MoEInputs, *, block_m, splitk, policy=Policy.PR2551, quant=Quant.NONE,
@@ -143,44 +163,47 @@ def fused_moe(x: MoEInputs, *, block_m, splitk, policy=Policy.PR2551, quant=Quan
     return moe_buf
 
 
-def dequant_weights(x: MoEInputs):
-    """(w1, w2) in fp32, block scales applied."""
-    if x.w1_scale is None:
-        return x.w1.float(), x.w2.float()
-    return dequant_weight_128x128(x.w1, x.w1_scale), dequant_weight_128x128(x.w2, x.w2_scale)
+def _expert(w, scale, e):
+    """Expert e's weights in fp64, block scales applied."""
+    if scale is None:
+        return w[e].double()
+    return dequant_weight_128x128(w[e], scale[e]).double()
+
+
+def _routed(x: MoEInputs):
+    """(flat expert ids, the experts that appear): only these are dequantised."""
+    ids = x.topk_ids.reshape(-1).long()
+    return ids, [e for e in ids.unique().tolist() if e >= 0]
 
 
 def stage1_ref(x: MoEInputs, quant=Quant.NONE):
-    """fp64 gate|up rows `(T*topk, 2N)` for every routed (token, slot); rows of idle slots stay 0."""
+    """fp64 gate|up rows `(T*topk, 2N)` for every routed (token, slot); rows of idle slots stay 0.
+
+    Computed on the inputs' device, touching only the routed experts' weights.
+    """
     tokens, topk = x.topk_ids.shape
-    a = x.hidden.double().cpu()
+    a = x.hidden.double()
     if quant is Quant.PER_1X128:
-        a = dequant_rows(*per_1x128_quant_ref(x.hidden.cpu())).double()
-    w1, _ = dequant_weights(x)
-    ids = x.topk_ids.cpu().long().reshape(-1)
-    rows = torch.zeros(tokens * topk, w1.shape[1], dtype=torch.float64)
-    for e in ids.unique().tolist():
-        if e < 0:
-            continue
+        a = dequant_rows(*per_1x128_quant_ref(x.hidden)).double()
+    ids, experts = _routed(x)
+    rows = torch.zeros(tokens * topk, x.w1.shape[1], dtype=torch.float64, device=a.device)
+    for e in experts:
         sel = torch.nonzero(ids == e).flatten()
-        rows[sel] = a[sel // topk] @ w1[e].double().cpu().T
+        rows[sel] = a[sel // topk] @ _expert(x.w1, x.w1_scale, e).T
     return rows
 
 
 def fused_moe_ref(x: MoEInputs, quant=Quant.NONE, activation=Activation.SILU):
-    """fp64 reference of `fused_moe`, quantising the intermediate as the kernels do."""
+    """fp64 reference of `fused_moe` `(T, K)`, quantising the intermediate as the kernels do."""
     tokens, topk = x.topk_ids.shape
     gate_up = stage1_ref(x, quant)
     a2 = act_and_mul_ref(gate_up, activation).to(x.hidden.dtype)
     a2 = dequant_rows(*per_1x128_quant_ref(a2)) if quant is Quant.PER_1X128 else a2.float()
-    _, w2 = dequant_weights(x)
-    ids = x.topk_ids.cpu().long().reshape(-1)
-    weights = x.topk_weights.cpu().double().reshape(-1)
-    out = torch.zeros(tokens, w2.shape[1], dtype=torch.float64)
-    for e in ids.unique().tolist():
-        if e < 0:
-            continue
+    ids, experts = _routed(x)
+    weights = x.topk_weights.double().reshape(-1)
+    out = torch.zeros(tokens, x.w2.shape[1], dtype=torch.float64, device=a2.device)
+    for e in experts:
         sel = torch.nonzero(ids == e).flatten()
-        y = a2[sel].double() @ w2[e].double().cpu().T
+        y = a2[sel].double() @ _expert(x.w2, x.w2_scale, e).T
         out.index_add_(0, sel // topk, y * weights[sel, None])
     return out

@@ -86,13 +86,12 @@ def sorting_buffers(tokens: int, topk: int, num_experts: int, block_m: int, mode
     """Allocate the five outputs as aiter does: all `torch.empty`."""
     padded = max_num_tokens_padded(tokens, topk, num_experts, block_m)
     blocks = max_num_m_blocks(tokens, topk, num_experts, block_m)
-    return (
-        torch.empty(padded, dtype=torch.int32, device=device),
-        torch.empty(padded, dtype=torch.float32, device=device),
-        torch.empty(blocks, dtype=torch.int32, device=device),
-        torch.empty(2, dtype=torch.int32, device=device),
-        torch.empty(tokens, model_dim, dtype=dtype, device=device),
-    )
+    sorted_ids = torch.empty(padded, dtype=torch.int32, device=device)
+    sorted_weights = torch.empty(padded, dtype=torch.float32, device=device)
+    sorted_expert_ids = torch.empty(blocks, dtype=torch.int32, device=device)
+    num_valid_ids = torch.empty(2, dtype=torch.int32, device=device)
+    moe_buf = torch.empty(tokens, model_dim, dtype=dtype, device=device)
+    return sorted_ids, sorted_weights, sorted_expert_ids, num_valid_ids, moe_buf
 
 
 def moe_sorting_into(topk_ids, topk_weights, num_experts, block_m, sorted_ids, sorted_weights,

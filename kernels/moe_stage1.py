@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels._triton import INTERPRET, round_mantissa, store_mantissa, tl, triton
+from kernels._triton import INTERPRET, cast_rne, fp8_operand, fp8_table, store_mantissa, tl, triton
 from kernels.activation import act_fn
 from kernels.contracts import (
     DEFAULT_CONTRACT,
@@ -47,14 +47,14 @@ def _row_mask(token, out_row, tokens, topk, PADDING: tl.constexpr):
 
 @triton.jit
 def _moe_stage1_kernel(
-    a_ptr, a_scale_ptr, w_ptr, w_scale_ptr, out_ptr,
+    a_ptr, a_scale_ptr, w_ptr, w_scale_ptr, out_ptr, table_ptr,
     sorted_ids_ptr, sorted_expert_ids_ptr, num_valid_ids_ptr,
     tokens, topk, inter, k_split,
     stride_a, stride_as, stride_we, stride_wn, stride_wse, stride_wsn, stride_out,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     SPLIT: tl.constexpr, QUANT: tl.constexpr, PADDING: tl.constexpr, GELU: tl.constexpr,
     UPCAST: tl.constexpr, RMW: tl.constexpr, TOKEN_SHIFT: tl.constexpr, TOKEN_MASK_C: tl.constexpr,
-    GROUP: tl.constexpr, MANT: tl.constexpr,
+    GROUP: tl.constexpr, MANT: tl.constexpr, TABLE: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -80,9 +80,15 @@ def _moe_stage1_kernel(
         acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for kk in range(0, k_split, BLOCK_K):
             a = tl.load(a_ptrs, mask=a_ok[:, None], other=0.0)
+            if TABLE:  # fp8 bytes, widened by table (kernels._triton.fp8_operand)
+                a = tl.load(table_ptr + a.to(tl.int32))
             w = tl.load(w_ptrs, mask=col_ok[None, :], other=0.0)
+            if TABLE:  # fp8 bytes, widened by table (kernels._triton.fp8_operand)
+                w = tl.load(table_ptr + w.to(tl.int32))
             if not SPLIT:
                 w_up = tl.load(w_up_ptrs, mask=col_ok[None, :], other=0.0)
+                if TABLE:  # fp8 bytes, widened by table (kernels._triton.fp8_operand)
+                    w_up = tl.load(table_ptr + w_up.to(tl.int32))
             if UPCAST:  # the interpreter's bf16 tl.dot is garbage (triton 3.9)
                 a = a.to(tl.float32)
                 w = w.to(tl.float32)
@@ -114,17 +120,20 @@ def _moe_stage1_kernel(
         if SPLIT:
             if RMW:  # the interpreter has no bf16 atomics; its programs run one at a time
                 cur = tl.load(out_ptrs, mask=mask, other=0.0).to(tl.float32)
-                tl.store(out_ptrs, round_mantissa(cur + acc, MANT).to(out_ptr.dtype.element_ty), mask=mask)
+                tl.store(out_ptrs, cast_rne(cur + acc, out_ptr.dtype.element_ty, MANT), mask=mask)
             else:
                 tl.atomic_add(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
         else:
-            tl.store(out_ptrs, round_mantissa(act_fn(acc, GELU) * acc_up, MANT).to(out_ptr.dtype.element_ty), mask=mask)
+            tl.store(out_ptrs, cast_rne(act_fn(acc, GELU) * acc_up, out_ptr.dtype.element_ty, MANT), mask=mask)
+
+
+_INTERPRET_BLOCK_N = 4096
 
 
 def _config(split: bool, quant: bool, width: int, valid_rows: int):
     """Tile sizes. The interpreter pays per program, so it takes the widest tiles."""
     if INTERPRET:
-        return dict(BLOCK_N=min(256, triton.next_power_of_2(width)), BLOCK_K=QUANT_GROUP), {}
+        return dict(BLOCK_N=min(_INTERPRET_BLOCK_N, triton.next_power_of_2(width)), BLOCK_K=QUANT_GROUP), {}
     # `bench_moe.py --sweep` on an H100, DeepSeek-V3 TP8 decode: split-K was fastest at BLOCK_N 64
     # for T*topk < 32 (fp8 T=1: 18.1 us, 60% of read bandwidth) and 128 above (T=4), 3 stages;
     # the fused path at BLOCK_N 32 (gate and up: 64 weight rows), 5 stages, at T = 1, 2 and 4.
@@ -159,8 +168,12 @@ def moe_stage1(hidden, w1, sorted_ids, sorted_expert_ids, num_valid_ids, out, to
     assert k_split % meta["BLOCK_K"] == 0, (model_dim, splits, meta)
     quant = a1_scale is not None
     grid = (triton.cdiv(width, meta["BLOCK_N"]), triton.cdiv(sorted_rows, block_m), splits)
+    a_arg, table = fp8_operand(hidden)
+    w_arg, w_table = fp8_operand(w1)
+    assert table == w_table, (hidden.dtype, w1.dtype)
     _moe_stage1_kernel[grid](
-        hidden, a1_scale if quant else hidden, w1, w1_scale if quant else w1, out,
+        a_arg, a1_scale if quant else hidden, w_arg, w1_scale if quant else w1, out,
+        fp8_table(w1.dtype, w1.device) if table else w1,
         sorted_ids, sorted_expert_ids, num_valid_ids,
         tokens, topk, inter, k_split,
         hidden.stride(0), a1_scale.stride(0) if quant else 0, w1.stride(0), w1.stride(1),
@@ -168,5 +181,5 @@ def moe_stage1(hidden, w1, sorted_ids, sorted_expert_ids, num_valid_ids, out, to
         BLOCK_M=block_m, SPLIT=split_instance, QUANT=quant, PADDING=PADDING_CODE[contract.padding],
         GELU=activation is Activation.GELU, UPCAST=INTERPRET and hidden.dtype == torch.bfloat16,
         RMW=INTERPRET and out.dtype == torch.bfloat16, TOKEN_SHIFT=TOKEN_BITS, TOKEN_MASK_C=TOKEN_MASK,
-        GROUP=QUANT_GROUP, MANT=store_mantissa(out.dtype), **meta, **launch)
+        GROUP=QUANT_GROUP, MANT=store_mantissa(out.dtype), TABLE=table, **meta, **launch)
     return out

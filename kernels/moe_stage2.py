@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import torch
 
-from kernels._triton import INTERPRET, round_mantissa, store_mantissa, tl, triton
+from kernels._triton import INTERPRET, cast_rne, fp8_operand, fp8_table, store_mantissa, tl, triton
 from kernels.contracts import DEFAULT_CONTRACT, QUANT_GROUP, TOKEN_BITS, TOKEN_MASK
 from kernels.moe_stage1 import PADDING_CODE, _row_mask
 
 
 @triton.jit
 def _moe_stage2_kernel(
-    a_ptr, a_scale_ptr, w_ptr, w_scale_ptr, out_ptr,
+    a_ptr, a_scale_ptr, w_ptr, w_scale_ptr, out_ptr, table_ptr,
     sorted_ids_ptr, sorted_weights_ptr, sorted_expert_ids_ptr, num_valid_ids_ptr,
     tokens, topk, inter, model_dim,
     stride_a, stride_as, stride_we, stride_wn, stride_wse, stride_wsn, stride_out,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     QUANT: tl.constexpr, PADDING: tl.constexpr, UPCAST: tl.constexpr, RMW: tl.constexpr,
     TOKEN_SHIFT: tl.constexpr, TOKEN_MASK_C: tl.constexpr, GROUP: tl.constexpr, MANT: tl.constexpr,
+    TABLE: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -46,7 +47,11 @@ def _moe_stage2_kernel(
         for k0 in range(0, inter, BLOCK_K):
             k_ok = k0 + offs_k < inter
             a = tl.load(a_ptrs, mask=a_ok[:, None] & k_ok[None, :], other=0.0)
+            if TABLE:  # fp8 bytes, widened by table (kernels._triton.fp8_operand)
+                a = tl.load(table_ptr + a.to(tl.int32))
             w = tl.load(w_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+            if TABLE:  # fp8 bytes, widened by table (kernels._triton.fp8_operand)
+                w = tl.load(table_ptr + w.to(tl.int32))
             if UPCAST:
                 a = a.to(tl.float32)
                 w = w.to(tl.float32)
@@ -68,14 +73,17 @@ def _moe_stage2_kernel(
         out_ptrs = out_ptr + token.to(tl.int64)[:, None] * stride_out + cols[None, :]
         if RMW:
             cur = tl.load(out_ptrs, mask=mask, other=0.0).to(tl.float32)
-            tl.store(out_ptrs, round_mantissa(cur + acc, MANT).to(out_ptr.dtype.element_ty), mask=mask)
+            tl.store(out_ptrs, cast_rne(cur + acc, out_ptr.dtype.element_ty, MANT), mask=mask)
         else:
             tl.atomic_add(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+_INTERPRET_BLOCK_N = 4096
+
+
 def _config(quant: bool, model_dim: int):
     if INTERPRET:
-        return dict(BLOCK_N=min(256, triton.next_power_of_2(model_dim)), BLOCK_K=QUANT_GROUP), {}
+        return dict(BLOCK_N=min(_INTERPRET_BLOCK_N, triton.next_power_of_2(model_dim)), BLOCK_K=QUANT_GROUP), {}
     return dict(BLOCK_N=64, BLOCK_K=128 if quant else 64), dict(num_warps=4, num_stages=4)
 
 
@@ -89,14 +97,18 @@ def moe_stage2(a2, w2, sorted_ids, sorted_weights, sorted_expert_ids, num_valid_
     quant = a2_scale is not None
     meta, launch = config or _config(quant, model_dim)
     grid = (triton.cdiv(model_dim, meta["BLOCK_N"]), triton.cdiv(sorted_rows, block_m))
+    a_arg, table = fp8_operand(a2_rows)
+    w_arg, w_table = fp8_operand(w2)
+    assert table == w_table, (a2.dtype, w2.dtype)
     _moe_stage2_kernel[grid](
-        a2_rows, a2_scale if quant else a2_rows, w2, w2_scale if quant else w2, moe_buf,
+        a_arg, a2_scale if quant else a2_rows, w_arg, w2_scale if quant else w2, moe_buf,
+        fp8_table(w2.dtype, w2.device) if table else w2,
         sorted_ids, sorted_weights, sorted_expert_ids, num_valid_ids,
         tokens, topk, inter, model_dim,
         a2_rows.stride(0), a2_scale.stride(0) if quant else 0, w2.stride(0), w2.stride(1),
         w2_scale.stride(0) if quant else 0, w2_scale.stride(1) if quant else 0, moe_buf.stride(0),
-        BLOCK_M=block_m, QUANT=quant, PADDING=PADDING_CODE[contract.padding],
+        BLOCK_M=block_m, QUANT=quant, PADDING=PADDING_CODE[contract.stage2_padding],
         UPCAST=INTERPRET and a2.dtype == torch.bfloat16, RMW=INTERPRET and moe_buf.dtype == torch.bfloat16,
         TOKEN_SHIFT=TOKEN_BITS, TOKEN_MASK_C=TOKEN_MASK, GROUP=QUANT_GROUP, MANT=store_mantissa(moe_buf.dtype),
-        **meta, **launch)
+        TABLE=table, **meta, **launch)
     return moe_buf

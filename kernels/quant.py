@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import torch
 
-from kernels._triton import round_mantissa, store_mantissa, tl, triton
+from kernels._triton import cast_rne, store_mantissa, tl, triton
 from kernels.contracts import QUANT_GROUP
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0
+# The smallest normal e4m3 is 2**-6; below it the step is 2**-9.
+FP8_MIN_EXP = -6
 # Scales never fall below this: an all-zero group would otherwise divide by zero.
 _MIN_AMAX = 1e-10
 
 
 @triton.jit
 def _quant_kernel(x_ptr, q_ptr, scale_ptr, cols, stride_x, groups,
-                  GROUP: tl.constexpr, FP8_MAX_C: tl.constexpr, MIN_AMAX: tl.constexpr, MANT: tl.constexpr):
+                  GROUP: tl.constexpr, FP8_MAX_C: tl.constexpr, MIN_AMAX: tl.constexpr, MANT: tl.constexpr, MIN_EXP: tl.constexpr):
     row = tl.program_id(0)
     g = tl.program_id(1)
     offs = g * GROUP + tl.arange(0, GROUP)
@@ -25,8 +27,8 @@ def _quant_kernel(x_ptr, q_ptr, scale_ptr, cols, stride_x, groups,
     amax = tl.maximum(tl.max(tl.abs(x), axis=0), MIN_AMAX)
     # IEEE division (div_rn) as torch does; the default approximate one flips fp8 roundings.
     scale = tl.div_rn(amax, FP8_MAX_C)
-    q = round_mantissa(tl.clamp(tl.div_rn(x, scale), -FP8_MAX_C, FP8_MAX_C), MANT)
-    tl.store(q_ptr + row * cols + offs, q.to(q_ptr.dtype.element_ty), mask=mask)
+    q = cast_rne(tl.clamp(tl.div_rn(x, scale), -FP8_MAX_C, FP8_MAX_C), q_ptr.dtype.element_ty, MANT, MIN_EXP)
+    tl.store(q_ptr + row * cols + offs, q, mask=mask)
     tl.store(scale_ptr + row * groups + g, scale)
 
 
@@ -39,7 +41,7 @@ def per_1x128_quant(x):
     if rows:
         _quant_kernel[(rows, groups)](x, q, scale, cols, x.stride(0), groups,
                                       GROUP=QUANT_GROUP, FP8_MAX_C=FP8_MAX, MIN_AMAX=_MIN_AMAX,
-                                      MANT=store_mantissa(FP8))
+                                      MANT=store_mantissa(FP8), MIN_EXP=FP8_MIN_EXP)
     return q, scale
 
 

@@ -8,6 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.footprint import FootprintRow
+from harness.results import CaseResult
 from harness.scenario import Scenario
 
 
@@ -38,4 +39,59 @@ def footprint_table(rows: Sequence[FootprintRow], title: str | None = None) -> T
         table.add_row(_count(row.capture_size), row.policy.value, str(row.block_m), str(row.splitk),
                       _count(row.sorted_size), _count(row.alloc_bytes), _count(row.memset_bytes),
                       _count(row.scatter_rows), overflow, ratio)
+    return table
+
+
+_VERDICT_STYLE = {"clean": "green", "oob-write": "red", "oob-read": "red", "uninit-read": "magenta",
+                  "mismatch": "yellow", "capture-error": "red bold", "crash": "red bold"}
+
+
+def _error(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return "inf" if value == float("inf") else f"{value:.1e}"
+
+
+def _micros(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
+
+
+def run_table(results: Sequence[CaseResult], title: str | None = None) -> Table:
+    """One line per (policy, T) of one scenario: verdict, pass, the farthest overrun, error, replay time."""
+    table = Table(title=title)
+    table.add_column("policy", no_wrap=True)
+    table.add_column("T", justify="right")
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("pass", no_wrap=True)
+    table.add_column("buffer", no_wrap=True)
+    for header in ("alloc\nbytes", "outside\nbytes", "ratio", "max rel\nerr", "replay\nus"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for r in results:
+        worst = r.worst
+        mark = Text("ok", style="green") if r.passed else Text("FAIL", style="red bold")
+        verdict = Text(r.verdict, style=_VERDICT_STYLE.get(r.verdict, ""))
+        if worst is None:
+            buffer, alloc, outside, ratio = "-", "-", "-", "-"
+        else:
+            buffer, alloc, outside = worst.buffer, _count(worst.buffer_bytes), _count(worst.extent)
+            ratio = f"{(worst.buffer_bytes + worst.extent) / worst.buffer_bytes:.1f}x" if worst.buffer_bytes else "-"
+        table.add_row(r.policy, _count(r.capture_size), verdict, mark, buffer, alloc, outside, ratio,
+                      _error(r.max_rel_err), _micros(r.replay_us))
+    return table
+
+
+def violation_table(result: CaseResult) -> Table:
+    """Every violation of one case, with its call site and the op that wrote it."""
+    table = Table(title=f"{result.scenario} {result.policy} T={result.capture_size}: {result.verdict}")
+    table.add_column("buffer", no_wrap=True)
+    table.add_column("side")
+    for header in ("first", "last", "bytes", "rows"):
+        table.add_column(header, justify="right")
+    table.add_column("op")
+    table.add_column("site")
+    for v in result.violations:
+        table.add_row(v.buffer, v.side, _count(v.first_offset), _count(v.last_offset), _count(v.bytes),
+                      "-" if v.rows is None else _count(v.rows), v.op or "-", v.site)
     return table

@@ -1,0 +1,407 @@
+"""The one capture/replay protocol, with a CUDA-graph backend and a CPU re-execution backend.
+
+`run_protocol` takes one workload per capture size (all sharing a slab of guards) and:
+1. warms each up on a side stream, then runs it eagerly once per input set, checking the guards
+   after every launch (step mode) and keeping each output;
+2. captures every size into one shared pool, largest first, with `capture_error_mode="thread_local"`,
+   and audits each graph's memset and memcpy nodes against the guarded buffers;
+3. replays each graph once per input set (at least twice), fresh inputs copied into its static
+   buffers, checking all guards after every replay and comparing against eager and the reference.
+
+Failures are classified, never raised: see `SizeOutcome`.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from harness.compare import Comparison, compare
+from harness.guard import Buffer, Fill, GuardBudgetError, GuardMode, Guards
+from harness.workload import Workload
+
+# A captured op: called with no arguments, reads the static inputs, returns the static output.
+Thunk = Callable[[], torch.Tensor]
+_FILLS: tuple[Fill, Fill] = ("nan", "dense")
+
+
+class CaptureError(RuntimeError):
+    """Capture or instantiation failed; the message is the CUDA one."""
+
+
+class Backend(Protocol):
+    """How a thunk is warmed up, captured and replayed."""
+
+    name: str
+
+    def warmup(self, thunk: Thunk) -> torch.Tensor: ...
+
+    def capture(self, thunk: Thunk, guards: Guards) -> Any: ...
+
+    def audit(self, graph: Any, guards: Guards, phase: str) -> None: ...
+
+    def replay(self, graph: Any) -> torch.Tensor: ...
+
+    def timer(self) -> Callable[[], float]: ...
+
+
+class CudaGraphBackend:
+    """Real CUDA graphs: side-stream warm-up, one shared pool, keep_graph for the audit."""
+
+    name = "cuda-graph"
+
+    def __init__(self) -> None:
+        self.pool = torch.cuda.graph_pool_handle()
+        self.stream = torch.cuda.Stream()
+
+    def warmup(self, thunk: Thunk) -> torch.Tensor:
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
+            out = thunk()
+        torch.cuda.current_stream().wait_stream(self.stream)
+        return out
+
+    def capture(self, thunk: Thunk, guards: Guards) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+        graph = torch.cuda.CUDAGraph(keep_graph=True)
+        try:
+            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"), \
+                    GuardMode(guards, capturing=True):
+                out = thunk()
+        except RuntimeError as err:
+            raise CaptureError(_first_line(err)) from err
+        return graph, out
+
+    def audit(self, graph: Any, guards: Guards, phase: str) -> None:
+        """Check every memset and memcpy node's destination range, then instantiate."""
+        g, _ = graph
+        for dst, nbytes, kind in graph_writes(g):
+            buf = guards.owner(dst)
+            if buf is not None:
+                _record_write(guards, buf, dst - guards.slab.data_ptr(), nbytes, phase, f"{kind} node")
+        try:
+            g.instantiate()
+            torch.cuda.synchronize()
+        except RuntimeError as err:
+            raise CaptureError(_first_line(err)) from err
+
+    def replay(self, graph: Any) -> torch.Tensor:
+        g, out = graph
+        g.replay()
+        return out
+
+    def timer(self) -> Callable[[], float]:
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+
+        def stop() -> float:
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) * 1e3
+
+        return stop
+
+
+@dataclass
+class _Recording:
+    """What a re-execution 'graph' holds: the thunk and the allocations it made, in order."""
+
+    thunk: Thunk
+    guards: Guards
+    allocations: list[tuple[Buffer, torch.Tensor]] = field(default_factory=list)
+    out: torch.Tensor | None = None
+
+
+class _ReplayMode(GuardMode):
+    """Hands each factory call the buffer recorded for it at capture, refilled as a graph would."""
+
+    def __init__(self, guards: Guards, recording: _Recording) -> None:
+        super().__init__(guards)
+        self.recording = recording
+        self.index = 0
+
+    def make(self, shape: tuple[int, ...], stride: tuple[int, ...] | None, dtype: torch.dtype, kind: str,
+             value: Any, site: tuple[str, str]) -> torch.Tensor:
+        allocations = self.recording.allocations
+        if self.index >= len(allocations):
+            raise CaptureError(f"replay made allocation #{self.index + 1}; the capture made {len(allocations)}")
+        buf, tensor = allocations[self.index]
+        self.index += 1
+        if tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:
+            raise CaptureError(f"replay asked {tuple(shape)} {dtype} where the capture allocated {buf.name} "
+                               f"{tuple(tensor.shape)} {tensor.dtype} ({buf.site})")
+        if kind == "empty":
+            self.guards.poison(buf, dtype.itemsize)
+        else:
+            tensor.fill_(value)
+        return tensor
+
+
+class ReexecBackend:
+    """CPU stand-in for a graph: replay re-executes the op against the buffers captured for it.
+
+    Capture runs the op once and records its allocations; each replay runs it again while every
+    factory call gets its recorded buffer back (same address, refilled as the graph's memset would),
+    so all launches hit the static buffers a real graph would. It checks that the op allocates the
+    same sequence and returns the same static output. Unlike a graph it re-runs host code.
+    """
+
+    name = "reexec"
+
+    def warmup(self, thunk: Thunk) -> torch.Tensor:
+        return thunk()
+
+    def capture(self, thunk: Thunk, guards: Guards) -> _Recording:
+        recording = _Recording(thunk, guards)
+
+        def keep(buf: Buffer, tensor: torch.Tensor) -> torch.Tensor:
+            recording.allocations.append((buf, tensor))
+            return tensor
+
+        with GuardMode(guards, capturing=True, on_alloc=keep), quiet_poison():
+            recording.out = thunk()
+        return recording
+
+    def audit(self, graph: Any, guards: Guards, phase: str) -> None:
+        """No graph nodes to read: the guards after each replay see what a memset wrote."""
+
+    def replay(self, graph: Any) -> torch.Tensor:
+        recording: _Recording = graph
+        mode = _ReplayMode(recording.guards, recording)
+        with mode, quiet_poison():
+            out = recording.thunk()
+        if mode.index != len(recording.allocations):
+            raise CaptureError(f"replay made {mode.index} allocations; the capture made {len(recording.allocations)}")
+        assert recording.out is not None
+        if out.data_ptr() != recording.out.data_ptr():
+            raise CaptureError("replay returned a different tensor than the captured static output")
+        return recording.out
+
+    def timer(self) -> Callable[[], float]:
+        start = time.perf_counter()
+        return lambda: (time.perf_counter() - start) * 1e6
+
+
+def default_backend(device: torch.device) -> Backend:
+    """CUDA graphs on a GPU, re-execution on CPU."""
+    return CudaGraphBackend() if device.type == "cuda" else ReexecBackend()
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _record_write(guards: Guards, buf: Buffer, lo: int, nbytes: int, phase: str, op: str) -> None:
+    """Record the parts of slab bytes [lo, lo+nbytes) that fall in `buf`'s guards."""
+    hi = lo + nbytes
+    if lo < buf.start:
+        guards.record_range(buf, "underflow", lo - (buf.start - buf.left), min(hi, buf.start) - (buf.start - buf.left),
+                            phase, op)
+    end = buf.start + buf.nbytes
+    if hi > end:
+        guards.record_range(buf, "overflow", max(lo, end) - end, hi - end, phase, op)
+
+
+def graph_writes(graph: torch.cuda.CUDAGraph) -> Iterator[tuple[int, int, str]]:
+    """(destination address, bytes, "memset" | "memcpy") of every memset and memcpy node."""
+    from cuda.bindings import driver as cu
+
+    handle = cu.CUgraph(graph.raw_cuda_graph())
+    err, _, count = cu.cuGraphGetNodes(handle, 0)
+    err, nodes, count = cu.cuGraphGetNodes(handle, count)
+    if err != cu.CUresult.CUDA_SUCCESS:
+        raise CaptureError(f"cuGraphGetNodes: {err}")
+    for node in nodes[:count]:
+        _, kind = cu.cuGraphNodeGetType(node)
+        if kind == cu.CUgraphNodeType.CU_GRAPH_NODE_TYPE_MEMSET:
+            _, p = cu.cuGraphMemsetNodeGetParams(node)
+            height = max(int(p.height), 1)
+            row = int(p.elementSize) * int(p.width)
+            pitch = int(p.pitch) if height > 1 else row
+            yield int(p.dst), pitch * (height - 1) + row, "memset"
+        elif kind == cu.CUgraphNodeType.CU_GRAPH_NODE_TYPE_MEMCPY:
+            _, p = cu.cuGraphMemcpyNodeGetParams(node)
+            if p.dstMemoryType == cu.CUmemorytype.CU_MEMORYTYPE_DEVICE:
+                height, depth = max(int(p.Height), 1), max(int(p.Depth), 1)
+                pitch = int(p.dstPitch) or int(p.WidthInBytes)
+                rows = pitch * (height * depth - 1) + int(p.WidthInBytes)
+                yield int(p.dstDevice) + int(p.dstXInBytes) + int(p.dstY) * pitch, rows, "memcpy"
+
+
+# -- the protocol ------------------------------------------------------------------------------------
+
+@dataclass
+class SizeOutcome:
+    """What happened at one capture size; the verdict is decided from this (harness.verdict)."""
+
+    tokens: int
+    comparisons: list[tuple[str, Comparison]] = field(default_factory=list)
+    error: str | None = None
+    error_kind: str | None = None  # "capture-error" or "crash"
+    eager_us: list[float] = field(default_factory=list)
+    replay_us: list[float] = field(default_factory=list)
+    attribution: str | None = None  # "uninit-read" / "oob-read" when a poison variant fixed the output
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def worst(self) -> Comparison | None:
+        return max((c for _, c in self.comparisons), key=lambda c: c.rel_l2, default=None)
+
+    @property
+    def numerically_ok(self) -> bool:
+        return all(c.ok for _, c in self.comparisons)
+
+
+@dataclass
+class _Size:
+    workload: Workload
+    tokens: int
+    inputs: list[dict[str, torch.Tensor]]
+    refs: list[torch.Tensor]
+    static: dict[str, torch.Tensor]
+    outcome: SizeOutcome
+    eager: list[torch.Tensor] = field(default_factory=list)
+    graph: Any = None
+
+    def thunk(self, step: Callable[[str], None]) -> Thunk:
+        return lambda: self.workload.run(self.static, step)
+
+    def load(self, r: int) -> None:
+        for key, value in self.inputs[r].items():
+            self.static[key].copy_(value)
+
+
+@contextmanager
+def quiet_poison() -> Iterator[None]:
+    """Silence numpy's warnings about NaN and overflow: under the interpreter, poison read by a
+    buggy op makes them, and pytest's `-W error` would turn the finding into a crash."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+@contextmanager
+def _guarded(guards: Guards) -> Iterator[None]:
+    with guards.scope(), GuardMode(guards), quiet_poison():
+        yield
+
+
+def run_protocol(workloads: Mapping[int, Workload], guards: Guards, backend: Backend, *, seed: int,
+                 replays: int = 2, step_mode: bool = True) -> dict[int, SizeOutcome]:
+    """Run the protocol over capture sizes (tokens -> workload) sharing one slab; see the module doc."""
+    if replays < 2:
+        raise ValueError("the protocol replays each graph at least twice")
+    guards.reserve()
+    sizes: list[_Size] = []
+    for tokens in sorted(workloads):
+        wl = workloads[tokens]
+        inputs = [wl.inputs(seed + 1 + r) for r in range(replays)]
+        refs = [wl.reference(x) for x in inputs]
+        with guards.tagged(tokens), guards.label("input"), GuardMode(guards):
+            static = {key: torch.empty_like(value) for key, value in inputs[0].items()}
+        sizes.append(_Size(wl, tokens, inputs, refs, static, SizeOutcome(tokens)))
+
+    for size in sizes:
+        with guards.tagged(size.tokens):
+            _eager(size, guards, backend, step_mode)
+    live = [s for s in sizes if s.outcome.error is None]
+    for size in sorted(live, key=lambda s: -s.tokens):  # largest first, as vLLM captures
+        try:
+            size.load(0)
+            with guards.tagged(size.tokens):
+                size.graph = backend.capture(size.thunk(_no_step), guards)
+            backend.audit(size.graph, guards, f"graph audit T={size.tokens}")
+        except CaptureError as err:
+            size.outcome.error, size.outcome.error_kind = str(err), "capture-error"
+            if "invalid argument" in str(err):
+                size.outcome.notes.append("invalid argument at capture end: probably a memset past its allocation")
+    for r in range(replays):
+        for size in (s for s in sizes if s.graph is not None and s.outcome.error is None):
+            _replay(size, r, guards, backend)
+    return {s.tokens: s.outcome for s in sizes}
+
+
+def _no_step(name: str) -> None:
+    """Under capture nothing runs, so there is nothing to check between launches."""
+
+
+def _eager(size: _Size, guards: Guards, backend: Backend, step_mode: bool) -> None:
+    """Warm up in step mode (guards checked after every launch), then one timed eager run per input set."""
+    out = size.outcome
+    warmup = f"warm-up T={size.tokens}"
+
+    def step(name: str) -> None:
+        guards.check(warmup, op=name)
+
+    try:
+        size.load(0)
+        guards.arm("dense")
+        with _guarded(guards):
+            backend.warmup(size.thunk(step if step_mode else _no_step))
+            guards.check(warmup)
+        for r in range(len(size.inputs)):
+            size.load(r)
+            guards.arm(_FILLS[r % 2])
+            with _guarded(guards):
+                stop = backend.timer()
+                result = size.thunk(_no_step)()
+                out.eager_us.append(stop())
+                guards.check(f"eager T={size.tokens} #{r + 1}")
+                size.eager.append(result.detach().clone())
+            out.comparisons.append((f"eager #{r + 1} vs reference",
+                                    compare(size.eager[r], size.refs[r], size.workload.tolerance)))
+    except GuardBudgetError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure of the op is a crash verdict, not a harness error
+        out.error, out.error_kind = f"{type(err).__name__}: {_first_line(err)}", "crash"
+        return
+    if not out.numerically_ok:
+        out.attribution = _attribute(size, guards, backend)
+
+
+def _attribute(size: _Size, guards: Guards, backend: Backend) -> str | None:
+    """Rerun eagerly with one poison made benign at a time: the one that fixes the output is the cause."""
+    r = next(i for i, (_, c) in enumerate(size.outcome.comparisons) if not c.ok)
+    variants = (("uninit-read", guards.benign_empties, "empty buffers hold zeros instead of poison"),
+                ("oob-read", guards.benign_guards, "guards hold zeros instead of NaN"))
+    for cause, benign, how in variants:
+        size.load(r)
+        guards.arm("nan")
+        with benign(), _guarded(guards):
+            result = size.thunk(_no_step)()
+            fixed = compare(result, size.refs[r], size.workload.tolerance)
+        guards.arm("nan")  # the benign guard fill is not a finding
+        if fixed.ok:
+            size.outcome.notes.append(f"{cause}: the output is right when {how} ({fixed})")
+            return cause
+    return None
+
+
+def _replay(size: _Size, r: int, guards: Guards, backend: Backend) -> None:
+    out = size.outcome
+    try:
+        size.load(r)
+        guards.arm(_FILLS[r % 2])
+        stop = backend.timer()
+        result = backend.replay(size.graph)
+        out.replay_us.append(stop())
+        guards.check(f"replay T={size.tokens} #{r + 1}")
+    except CaptureError as err:
+        out.error, out.error_kind = str(err), "capture-error"
+        return
+    except GuardBudgetError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a failed replay is a crash verdict
+        out.error, out.error_kind = f"{type(err).__name__}: {_first_line(err)}", "crash"
+        return
+    tol = size.workload.tolerance
+    out.comparisons.append((f"replay #{r + 1} vs reference", compare(result, size.refs[r], tol)))
+    out.comparisons.append((f"replay #{r + 1} vs eager", compare(result, size.eager[r].to(torch.float64), tol)))

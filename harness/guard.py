@@ -1,0 +1,505 @@
+"""Guarded allocations: every factory call inside the op returns a view into a red-zoned slab.
+
+`Guards` reserves one slab up front and carves `[guard | buffer | guard]` arenas out of it, so
+that buffers allocated during graph capture need no allocation inside the graph and one
+comparison over the slab checks every guard with one host sync. Guard bytes are compared
+bitwise against a 4-byte word that alternates between two fills from run to run:
+
+- `nan`   0x7FC57FC5: a quiet NaN as fp32, bf16 and fp16, so an out-of-bounds read shows in the
+  output. On CPU a NaN absorbs an atomic add without changing its bits (numpy keeps the payload).
+- `dense` 0x805A805A: a negative denormal as fp32, bf16 and fp16, so any non-zero add changes it.
+
+Every byte of both words is non-zero (a memset to 0 shows) and the two words differ in every
+byte, so the union of a `nan` run and a `dense` run finds every byte a deterministic write touched.
+Buffers made by `empty` hold poison: a NaN payload for floats, 0x7F.. (huge) for ints.
+"""
+
+from __future__ import annotations
+
+import linecache
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from kernels._triton import triton  # sets TRITON_INTERPRET on a CPU-only machine before triton loads
+
+Fill = Literal["nan", "dense"]
+Side = Literal["underflow", "overflow"]
+
+WORDS: dict[Fill, int] = {"nan": 0x7FC57FC5, "dense": 0x805A805A}
+# Poison for `empty` buffers, by element size: NaN for every float dtype, huge for every int.
+_POISON = {1: 0x7F, 2: 0x7FC5, 4: 0x7FC57FC5, 8: 0x7FC57FC57FC57FC5}
+_INT_OF_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+MIB = 1 << 20
+_MIN_GUARD = 2 * MIB  # a caching-allocator small segment: an in-segment overrun fits in one guard
+_RATIO = 16  # the founding overrun is 16x (aiter #2508): a guard of 16x the buffer holds it
+_ALIGN = 256  # buffer starts, as the caching allocator aligns them (Triton vectorises on 16)
+
+_HARNESS_DIR = str(Path(__file__).resolve().parent)
+_TORCH_DIR = str(Path(torch.__file__).resolve().parent)
+# Allocations made by triton itself (the interpreter's host copies of arguments) are not the op's.
+_TRITON_DIR = str(Path(triton.__file__).resolve().parent)
+_ASSIGN = re.compile(r"\s*([A-Za-z_]\w*)\s*(?::[^=]+)?=[^=]")
+
+
+def _signed(value: int, bits: int) -> int:
+    return value - (1 << bits) if value >= 1 << (bits - 1) else value
+
+
+def _round_up(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+@dataclass(frozen=True)
+class Violation:
+    """Bytes outside one buffer that a run changed, as offsets from the buffer's edge.
+
+    Overflow offsets count from the end (0 is the first byte past it); underflow offsets are
+    negative from the start (-1 is the last byte before it). `rows` counts rows of a 2-D buffer.
+    """
+
+    buffer: str
+    site: str
+    side: Side
+    first_offset: int
+    last_offset: int
+    bytes: int
+    rows: int | None
+    buffer_bytes: int
+    op: str | None
+    phases: tuple[str, ...]
+
+    @property
+    def extent(self) -> int:
+        """Bytes from the edge through the farthest corrupted byte."""
+        return self.last_offset + 1 if self.side == "overflow" else -self.first_offset
+
+
+@dataclass(eq=False)
+class Buffer:
+    """One guarded allocation: its place in the slab and where the op asked for it."""
+
+    name: str
+    site: str
+    start: int  # byte offset of the buffer in the slab
+    nbytes: int
+    left: int  # guard bytes before the buffer
+    right: int  # guard bytes after it
+    row_bytes: int | None  # row stride of a 2-D buffer
+    tag: int | None = None  # the capture size it belongs to, when several share the slab
+
+
+@dataclass
+class _Finding:
+    """The union over runs of the corrupted bytes on one side of one buffer."""
+
+    buffer: Buffer
+    side: Side
+    mask: torch.Tensor  # bool over the guard's bytes, on CPU
+    op: str | None
+    phases: list[str] = field(default_factory=list)
+
+
+class GuardBudgetError(RuntimeError):
+    """The slab cannot hold a buffer even with the smallest guard."""
+
+
+def call_site() -> tuple[str, str] | None:
+    """(name, "file:line in function") of the first frame outside torch and the harness.
+
+    The name is the assignment target on that line when there is one (`tmp_out = torch.empty(...)`).
+    None when that frame is triton's own: the interpreter allocating its views of the arguments.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not (filename.startswith(_HARNESS_DIR) or filename.startswith(_TORCH_DIR)):
+            break
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return "buffer", "?"
+    if frame.f_code.co_filename.startswith(_TRITON_DIR):
+        return None
+    filename, line, function = frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name
+    try:
+        shown = str(Path(filename).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        shown = Path(filename).name
+    match = _ASSIGN.match(linecache.getline(filename, line))
+    return (match.group(1) if match else function), f"{shown}:{line} in {function}"
+
+
+class Guards:
+    """A red-zoned slab on one device, and the findings of every check made on it."""
+
+    def __init__(self, device: torch.device | str, budget: int, *, cover: int = 0, min_guard: int = _MIN_GUARD,
+                 ratio: int = _RATIO) -> None:
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.budget = _round_up(budget, _ALIGN)
+        self.cover = cover  # bytes of overflow the footprint predicts: every guard holds at least this
+        self.min_guard = min_guard
+        self.ratio = ratio
+        self.buffers: list[Buffer] = []
+        self.notes: list[str] = []
+        self.fill: Fill = "nan"
+        self._used = 0
+        self._slab: torch.Tensor | None = None
+        self._mask: torch.Tensor | None = None  # per 4-byte word: True where it is guard
+        self._word: dict[Fill, torch.Tensor] = {}
+        self._poison: dict[int, torch.Tensor] = {}
+        self._partial: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._findings: dict[tuple[int | None, str, str, Side], _Finding] = {}
+        self._label: str | None = None
+        self._tag: int | None = None
+        self._pending: list[Buffer] = []  # carved during capture: their guard mask is set outside it
+
+    # -- the slab ------------------------------------------------------------------------------
+
+    def reserve(self) -> None:
+        """Allocate the slab and the fill words now: before any capture, which may not allocate."""
+        if self._slab is not None:
+            return
+        self._slab = torch.empty(self.budget, dtype=torch.uint8, device=self.device)
+        self._mask = torch.empty(self.budget // 4, dtype=torch.bool, device=self.device)
+        for fill, word in WORDS.items():
+            self._word[fill] = torch.tensor(_signed(word, 32), dtype=torch.int32, device=self.device)
+        for size, bits in _POISON.items():
+            self._poison[size] = torch.tensor(_signed(bits, 8 * size), dtype=_INT_OF_SIZE[size], device=self.device)
+
+    @property
+    def slab(self) -> torch.Tensor:
+        self.reserve()
+        assert self._slab is not None
+        return self._slab
+
+    def _guard_size(self, nbytes: int) -> int:
+        return _round_up(max(self.min_guard, self.ratio * nbytes, self.cover), _ALIGN)
+
+    def allocate(self, nbytes: int, name: str, site: str, row_bytes: int | None, *, capturing: bool) -> Buffer:
+        """Carve `[guard | nbytes | guard]`; shrink the guards to fit the budget, and say so."""
+        self.reserve()
+        want = self._guard_size(nbytes)
+        body = _round_up(max(nbytes, 1), 4)
+        guard = want
+        free = self.budget - self._used
+        if 2 * guard + _round_up(body, _ALIGN) > free:
+            guard = (free - _round_up(body, _ALIGN)) // 2 // _ALIGN * _ALIGN
+            floor = _round_up(max(self.cover, 4), _ALIGN)
+            if guard < floor:
+                raise GuardBudgetError(
+                    f"guard budget {self.budget:,} B exhausted at {name} ({site}): {nbytes:,} B needs "
+                    f"{2 * floor + body:,} B, {free:,} B left")
+            self.notes.append(f"{name} ({site}): guard {guard:,} B < {want:,} B wanted (budget {self.budget:,} B)")
+        start = self._used + guard
+        right = _round_up(start + body, _ALIGN) + guard - (start + nbytes)
+        buf = Buffer(name, site, start, nbytes, guard, right, row_bytes, self._tag)
+        self._used = start + nbytes + right
+        self.buffers.append(buf)
+        self._partial = None
+        self._pending.append(buf)
+        if not capturing:
+            self._arm_range(start - guard, self._used)
+        return buf
+
+    def _sync_mask(self) -> None:
+        """Mark the new arenas' guard words; CUDA work that capture would swallow, so done outside it."""
+        assert self._mask is not None
+        for buf in self._pending:
+            words = self._mask[(buf.start - buf.left) // 4: (buf.start + buf.nbytes + buf.right) // 4]
+            words.fill_(True)
+            words[buf.left // 4: (buf.left + buf.nbytes) // 4].fill_(False)  # whole words inside the buffer
+        self._pending.clear()
+
+    def view(self, buf: Buffer, dtype: torch.dtype) -> torch.Tensor:
+        """The buffer's bytes as a flat tensor of `dtype`."""
+        return self.slab[buf.start: buf.start + buf.nbytes].view(dtype)
+
+    def poison(self, buf: Buffer, itemsize: int) -> None:
+        """Fill an `empty` buffer with the poison of its element size (ints view, so no float rounding)."""
+        if buf.nbytes and itemsize in self._poison:
+            self.view(buf, _INT_OF_SIZE[itemsize]).fill_(self._poison[itemsize])
+
+    @contextmanager
+    def scope(self) -> Iterator[None]:
+        """Buffers carved inside are released on exit (the slab pointer goes back)."""
+        used, count = self._used, len(self.buffers)
+        try:
+            yield
+        finally:
+            self._used = used
+            del self.buffers[count:]
+            self._pending = [b for b in self._pending if b in self.buffers]
+            self._partial = None
+
+    @contextmanager
+    def label(self, name: str) -> Iterator[None]:
+        """Name the buffers allocated inside: `name`, or `name.<target>` when the site has one."""
+        previous, self._label = self._label, name
+        try:
+            yield
+        finally:
+            self._label = previous
+
+    @contextmanager
+    def tagged(self, tag: int) -> Iterator[None]:
+        """Tag the buffers allocated inside (with a capture size), so that findings stay apart."""
+        previous, self._tag = self._tag, tag
+        try:
+            yield
+        finally:
+            self._tag = previous
+
+    @contextmanager
+    def benign_empties(self) -> Iterator[None]:
+        """`empty` buffers get zeros instead of poison (an attribution run)."""
+        saved = {size: t.clone() for size, t in self._poison.items()}
+        for t in self._poison.values():
+            t.zero_()
+        try:
+            yield
+        finally:
+            for size, t in self._poison.items():
+                t.copy_(saved[size])
+
+    @contextmanager
+    def benign_guards(self) -> Iterator[None]:
+        """Guards hold zeros instead of a fill (an attribution run; nothing is checked)."""
+        saved = self._word[self.fill].clone()
+        self._word[self.fill].zero_()
+        self.arm(self.fill)
+        try:
+            yield
+        finally:
+            self._word[self.fill].copy_(saved)
+
+    def labelled(self, inferred: str) -> str:
+        return inferred if self._label is None else f"{self._label}.{inferred}"
+
+    # -- arming and checking -------------------------------------------------------------------
+
+    def _partials(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Byte indices of guard bytes that share a word with a buffer's end, and their pattern index."""
+        if self._partial is None:
+            idx = [i for b in self.buffers for i in range(b.start + b.nbytes, _round_up(b.start + b.nbytes, 4))]
+            at = torch.tensor(idx, dtype=torch.long, device=self.device)
+            self._partial = (at, at % 4)
+        return self._partial
+
+    def _pattern(self, fill: Fill) -> torch.Tensor:
+        return torch.tensor(list(WORDS[fill].to_bytes(4, "little")), dtype=torch.uint8, device=self.device)
+
+    def _arm_range(self, lo: int, hi: int) -> None:
+        self._sync_mask()
+        words = self.slab[lo:hi].view(torch.int32)
+        assert self._mask is not None
+        words.masked_fill_(self._mask[lo // 4: hi // 4], self._word[self.fill])
+        at, phase = self._partials()
+        keep = (at >= lo) & (at < hi)
+        self.slab[at[keep]] = self._pattern(self.fill)[phase[keep]]
+
+    def arm(self, fill: Fill) -> None:
+        """Write `fill` into every guard (buffers untouched): before each run, outside capture."""
+        self.reserve()
+        self.fill = fill
+        self._arm_range(0, self._used)
+
+    def dirty(self) -> bool:
+        """Whether any guard byte differs from the armed fill: one comparison, one host sync."""
+        self.reserve()
+        self._sync_mask()
+        words = self.slab[: self._used].view(torch.int32)
+        assert self._mask is not None
+        bad = ((words != self._word[self.fill]) & self._mask[: self._used // 4]).any()
+        at, phase = self._partials()
+        if at.numel():
+            bad = bad | (self.slab[at] != self._pattern(self.fill)[phase]).any()
+        return bool(bad)
+
+    def check(self, phase: str, op: str | None = None) -> bool:
+        """Record what changed in the guards since they were armed; True if anything did."""
+        if not self.dirty():
+            return False
+        pattern = self._pattern(self.fill)
+        for buf in self.buffers:
+            for side, lo, hi in (("underflow", buf.start - buf.left, buf.start),
+                                 ("overflow", buf.start + buf.nbytes, buf.start + buf.nbytes + buf.right)):
+                expected = pattern.repeat((hi - lo) // 4 + 2)[lo % 4: lo % 4 + hi - lo]
+                changed = self.slab[lo:hi] != expected
+                if bool(changed.any()):
+                    self._record(buf, side, changed.cpu(), phase, op)  # type: ignore[arg-type]
+        return True
+
+    def _record(self, buf: Buffer, side: Side, changed: torch.Tensor, phase: str, op: str | None) -> None:
+        key = (buf.tag, buf.name, buf.site, side)
+        found = self._findings.get(key)
+        if found is None or found.mask.numel() != changed.numel():
+            self._findings[key] = found = _Finding(buf, side, torch.zeros_like(changed), op)
+        new = bool((changed & ~found.mask).any())
+        if found.op is None and new:
+            found.op = op
+        found.mask |= changed
+        if phase not in found.phases:
+            found.phases.append(phase)
+
+    def record_range(self, buf: Buffer, side: Side, lo: int, hi: int, phase: str, op: str) -> None:
+        """Record bytes [lo, hi) of a guard as written without running anything (graph audit)."""
+        span = buf.left if side == "underflow" else buf.right
+        changed = torch.zeros(span, dtype=torch.bool)
+        changed[max(lo, 0): min(hi, span)] = True
+        self._record(buf, side, changed, phase, op)
+
+    def owner(self, address: int) -> Buffer | None:
+        """The buffer whose arena (guards included) holds a device address, if any."""
+        base = self.slab.data_ptr()
+        for buf in self.buffers:
+            if base + buf.start - buf.left <= address < base + buf.start + buf.nbytes + buf.right:
+                return buf
+        return None
+
+    def violations(self, tag: int | None = None) -> tuple[Violation, ...]:
+        """The findings so far (of buffers tagged `tag`, if given), farthest-reaching first."""
+        out = []
+        for found in self._findings.values():
+            if tag is not None and found.buffer.tag != tag:
+                continue
+            idx = torch.nonzero(found.mask).flatten()
+            if not idx.numel():
+                continue
+            buf = found.buffer
+            if found.side == "overflow":
+                first, last = int(idx[0]), int(idx[-1])
+                offsets = idx
+            else:
+                first, last = int(idx[0]) - buf.left, int(idx[-1]) - buf.left
+                offsets = idx - buf.left
+            rows = None
+            if buf.row_bytes:
+                rows = int(torch.div(offsets, buf.row_bytes, rounding_mode="floor").unique().numel())
+            out.append(Violation(buf.name, buf.site, found.side, first, last, int(idx.numel()), rows, buf.nbytes,
+                                 found.op, tuple(found.phases)))
+        return tuple(sorted(out, key=lambda v: (-v.extent, v.buffer, v.side)))
+
+
+# -- the factory interceptor ----------------------------------------------------------------------
+
+def _size(args: Sequence[Any]) -> tuple[int, ...]:
+    if len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size)):
+        return tuple(int(s) for s in args[0])
+    return tuple(int(s) for s in args)
+
+
+def _contiguous(shape: tuple[int, ...]) -> tuple[int, ...]:
+    stride, step = [], 1
+    for dim in reversed(shape):
+        stride.append(step)
+        step *= max(dim, 1)
+    return tuple(reversed(stride))
+
+
+_FACTORIES: dict[Callable[..., Any], str] = {
+    torch.empty: "empty", torch.zeros: "zeros", torch.ones: "ones", torch.full: "full",
+    torch.empty_like: "empty", torch.zeros_like: "zeros", torch.ones_like: "ones", torch.full_like: "full",
+    torch.Tensor.new_empty: "empty", torch.Tensor.new_zeros: "zeros", torch.Tensor.new_ones: "ones",
+    torch.Tensor.new_full: "full", torch.empty_strided: "empty",
+}
+_LIKE = {torch.empty_like, torch.zeros_like, torch.ones_like, torch.full_like}
+_NEW = {torch.Tensor.new_empty, torch.Tensor.new_zeros, torch.Tensor.new_ones, torch.Tensor.new_full}
+
+
+class GuardMode(TorchFunctionMode):
+    """Inside it, tensor factories on the guarded device return views into `guards`' slab.
+
+    `empty`, `zeros`, `ones`, `full`, their `_like` and `Tensor.new_` forms, and `empty_strided`.
+    Values are honoured (`zeros` is zero); `empty` is poisoned. Other devices pass through.
+    """
+
+    def __init__(self, guards: Guards, *, capturing: bool = False,
+                 on_alloc: Callable[[Buffer, torch.Tensor], torch.Tensor] | None = None) -> None:
+        super().__init__()
+        self.guards = guards
+        self.capturing = capturing
+        self.on_alloc = on_alloc
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = dict(kwargs or {})
+        kind = _FACTORIES.get(func)
+        if kind is None:
+            return func(*args, **kwargs)
+        request = self._request(func, kind, args, kwargs)
+        site = call_site() if request is not None else None
+        if site is None:
+            return func(*args, **kwargs)
+        shape, stride, dtype, value = request
+        return self.make(shape, stride, dtype, kind, value, site)
+
+    def _request(self, func: Callable[..., Any], kind: str, args: Sequence[Any], kwargs: dict[str, Any]):  # type: ignore[no-untyped-def]
+        """(shape, stride, dtype, fill value) of a factory call on the guarded device, else None."""
+        if kwargs.get("layout", torch.strided) != torch.strided or kwargs.get("requires_grad"):
+            return None
+        value = None
+        stride = None
+        if func in _LIKE:
+            src, rest = args[0], list(args[1:])
+            shape = tuple(src.shape)
+            dtype, device = kwargs.get("dtype") or src.dtype, kwargs.get("device") or src.device
+            if kind == "full":
+                value = rest[0] if rest else kwargs["fill_value"]
+        elif func in _NEW:
+            src, rest = args[0], list(args[1:])
+            if kind == "full":
+                value = rest.pop() if len(rest) > 1 else kwargs["fill_value"]
+            shape = _size(rest) if rest else _size([kwargs["size"]])
+            dtype, device = kwargs.get("dtype") or src.dtype, kwargs.get("device") or src.device
+        elif func is torch.empty_strided:
+            shape, stride = _size([args[0]]), _size([args[1]])
+            dtype, device = kwargs.get("dtype") or torch.get_default_dtype(), kwargs.get("device")
+        else:
+            rest = list(args)
+            if kind == "full":
+                value = rest.pop() if len(rest) > 1 else kwargs["fill_value"]
+            shape = _size(rest) if rest else _size([kwargs["size"]])
+            dtype = kwargs.get("dtype") or (torch.get_default_dtype() if kind != "full" or isinstance(value, float)
+                                            else None)
+            device = kwargs.get("device")
+            if dtype is None:
+                return None  # full with an int or bool value infers its dtype: leave it to torch
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        if device.type != self.guards.device.type or (device.index is not None
+                                                      and device.index != self.guards.device.index):
+            return None
+        if kind == "zeros":
+            value = 0
+        elif kind == "ones":
+            value = 1
+        return shape, stride, dtype, value
+
+    def make(self, shape: tuple[int, ...], stride: tuple[int, ...] | None, dtype: torch.dtype, kind: str,
+             value: Any, site: tuple[str, str]) -> torch.Tensor:
+        """A guarded tensor of `shape` (and `stride`), filled as the factory `kind` would."""
+        itemsize = dtype.itemsize
+        if stride is None:
+            stride = _contiguous(shape)
+        numel = 1 + sum((s - 1) * st for s, st in zip(shape, stride, strict=True)) if all(shape) else 0
+        nbytes = numel * itemsize
+        row_bytes = stride[0] * itemsize if len(shape) == 2 else None
+        inferred, where = site
+        buf = self.guards.allocate(nbytes, self.guards.labelled(inferred), where, row_bytes, capturing=self.capturing)
+        flat = self.guards.view(buf, dtype)
+        tensor = flat.as_strided(shape, stride)
+        if kind == "empty":
+            self.guards.poison(buf, itemsize)
+        else:
+            flat.fill_(value)
+        if self.on_alloc is not None:
+            tensor = self.on_alloc(buf, tensor)
+        return tensor

@@ -1,0 +1,86 @@
+"""Run scenario cases through the protocol and judge them: scenario + policy + sizes + seed -> results."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import torch
+
+from harness.capture import Backend, default_backend, run_protocol
+from harness.guard import Guards
+from harness.results import CaseResult, environment
+from harness.scenario import CaseSpec, Profile, Scenario, resolve
+from harness.verdict import classify, max_rel_err, meets
+from harness.workload import MoEWeights, MoEWorkload, Workload
+from kernels.contracts import Policy
+
+GIB = 1 << 30
+# The slab is reserved whole. On CPU its pages are touched only as arenas are carved; the CPU
+# profile's largest group (3 sizes, ~15 buffers each with 2x2 MiB guards) uses ~200 MiB.
+_CPU_BUDGET = 1 * GIB
+_GPU_BUDGET_MAX = 16 * GIB
+_GPU_BUDGET_SHARE = 0.4  # of free memory after the weights, leaving room for the reference and the pool
+
+
+def default_budget(device: torch.device) -> int:
+    """Guard slab bytes: 1 GiB on CPU; on a GPU 40% of free memory, at most 16 GiB."""
+    if device.type != "cuda":
+        return _CPU_BUDGET
+    free, _ = torch.cuda.mem_get_info(device)
+    return min(_GPU_BUDGET_MAX, int(free * _GPU_BUDGET_SHARE))
+
+
+def profile_of(device: torch.device) -> Profile:
+    """Full shapes on a GPU; the shrunken CPU profile under the interpreter."""
+    return "gpu" if device.type == "cuda" else "cpu"
+
+
+def resolve_cases(scenario_id: str, scenario: Scenario, policy: Policy, sizes: Sequence[int], profile: Profile,
+                  seed: int | None = None) -> list[CaseSpec]:
+    """The policy's case at each size, the seed overridden when given."""
+    cases = []
+    for tokens in sizes:
+        case = next(c for c in resolve(scenario_id, scenario, tokens, profile) if c.policy is policy)
+        cases.append(case if seed is None else dataclasses.replace(case, seed=seed))
+    return cases
+
+
+def run_cases(cases: Sequence[CaseSpec], device: torch.device, *, budget: int | None = None,
+              backend: Backend | None = None, replays: int = 2) -> list[CaseResult]:
+    """Run one scenario-policy's cases (any sizes, one seed) through the protocol in one shared slab."""
+    if not cases:
+        return []
+    seed = cases[0].seed
+    weights: dict[int, MoEWeights] = {}
+    workloads: dict[int, Workload] = {}
+    for case in cases:
+        if case.hidden not in weights:
+            weights[case.hidden] = MoEWeights.for_case(case, device)
+        workloads[case.tokens] = MoEWorkload(case, weights[case.hidden], device)
+    cover = max(c.footprint().predicted_overflow_bytes for c in cases)
+    guards = Guards(device, budget or default_budget(device), cover=cover)  # sized after the weights
+    backend = backend or default_backend(device)
+    outcomes = run_protocol(workloads, guards, backend, seed=seed, replays=replays)
+    results = []
+    for case in cases:
+        outcome = outcomes[case.tokens]
+        violations = guards.violations(tag=case.tokens)
+        verdict = classify(outcome, violations)
+        predicted = case.footprint().predicted_overflow_bytes
+        passed, reason = meets(verdict, case.expect, violations, predicted, outcome)
+        results.append(CaseResult(
+            scenario=case.scenario, policy=case.policy.value, capture_size=case.tokens, seed=case.seed,
+            backend=backend.name, verdict=verdict, expected=case.expect, passed=passed, reason=reason,
+            violations=violations, max_rel_err=max_rel_err(outcome), tolerance=workloads[case.tokens].tolerance,
+            eager_us=_median(outcome.eager_us), replay_us=_median(outcome.replay_us),
+            predicted_overflow_bytes=predicted, error=outcome.error, notes=tuple(outcome.notes + guards.notes),
+            env=environment()))
+    return results
+
+
+def _median(values: Sequence[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]

@@ -1,0 +1,81 @@
+"""What the capture protocol runs: an op, its fresh inputs and its reference.
+
+A `Workload` is any op the harness can guard. `MoEWorkload` wraps `kernels.fused_moe` for one
+resolved scenario case; a third-party op only needs the same four members.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from harness.compare import tolerance
+from harness.scenario import CaseSpec
+from kernels.fused_moe import MoEInputs, fused_moe, fused_moe_ref, make_activations, make_weights
+
+Step = Callable[[str], None]
+
+
+class Workload(Protocol):
+    """An op under test. `run` may allocate freely: the harness guards its factory calls."""
+
+    tolerance: float
+
+    def inputs(self, seed: int) -> dict[str, torch.Tensor]:
+        """Fresh random inputs; the harness copies them into guarded static buffers."""
+        ...
+
+    def run(self, inputs: Mapping[str, torch.Tensor], step: Step) -> torch.Tensor:
+        """Run the op on `inputs`; call `step(name)` after each launch if it can (step mode)."""
+        ...
+
+    def reference(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The expected output, any float dtype, on the inputs' device."""
+        ...
+
+
+@dataclass(frozen=True)
+class MoEWeights:
+    """One layer's weights, shared by every capture size of a scenario, as a model's are."""
+
+    w1: torch.Tensor
+    w1_scale: torch.Tensor | None
+    w2: torch.Tensor
+    w2_scale: torch.Tensor | None
+
+    @classmethod
+    def for_case(cls, case: CaseSpec, device: torch.device) -> MoEWeights:
+        """Random weights of the case's shape, drawn from its seed."""
+        return cls(*make_weights(case.hidden, case.inter, case.experts, case.dtype, case.quant, case.seed, device,
+                                 aliased=case.weights == "aliased"))
+
+
+class MoEWorkload:
+    """`fused_moe` at one capture size, with the case's policy and contract."""
+
+    def __init__(self, case: CaseSpec, weights: MoEWeights, device: torch.device) -> None:
+        self.case = case
+        self.weights = weights
+        self.device = device
+        self.tolerance = tolerance(case.dtype, case.quant, case.policy, case.splitk)
+
+    def inputs(self, seed: int) -> dict[str, torch.Tensor]:
+        c = self.case
+        hidden, ids, weights = make_activations(c.tokens, c.hidden, c.experts, c.topk, c.dtype, seed, self.device)
+        return {"hidden": hidden, "topk_ids": ids, "topk_weights": weights}
+
+    def _layer(self, inputs: Mapping[str, torch.Tensor]) -> MoEInputs:
+        w = self.weights
+        return MoEInputs(inputs["hidden"], w.w1, w.w2, inputs["topk_ids"], inputs["topk_weights"], w.w1_scale,
+                         w.w2_scale)
+
+    def run(self, inputs: Mapping[str, torch.Tensor], step: Step) -> torch.Tensor:
+        c = self.case
+        return fused_moe(self._layer(inputs), block_m=c.block_m, splitk=c.splitk, policy=c.policy, quant=c.quant,
+                         activation=c.activation, contract=c.contract, on_step=step)
+
+    def reference(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return fused_moe_ref(self._layer(inputs), self.case.quant, self.case.activation)
