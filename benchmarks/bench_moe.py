@@ -144,12 +144,12 @@ def check(sets, tokens, quant, splitk):
     torch.cuda.synchronize()
     ref = stage1_ref(x, quant)
     if splitk > 1:
-        err1 = float((out[: tokens * TOPK].double().cpu() - ref).norm() / ref.norm())
+        err1 = float((out[: tokens * TOPK].double() - ref).norm() / ref.norm())
     else:
         err1 = float("nan")  # the fused path's activation is checked through the layer
     moe = fused_moe(x, block_m=BLOCK_M, splitk=splitk, policy=Policy.PR2551, quant=quant, contract=CONTRACT)
     ref2 = fused_moe_ref(x, quant)
-    err2 = float((moe.double().cpu() - ref2).norm() / ref2.norm())
+    err2 = float((moe.double() - ref2).norm() / ref2.norm())
     return err1, err2
 
 
@@ -176,19 +176,23 @@ def main(argv=None):
     parser.add_argument("--tokens", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--json")
     parser.add_argument("--sweep", action="store_true")
+    parser.add_argument("--splitk", type=int, nargs="+", default=[],
+                        help="also time these forced splits (K/128 must divide by each)")
+    parser.add_argument("--quant", choices=["per_1x128", "none", "both"], default="both")
     args = parser.parse_args(argv)
     props = torch.cuda.get_device_properties(0)
     cu_num = props.multi_processor_count
     bw = read_bandwidth()
     print(f"device {props.name}, {cu_num} SMs, torch {torch.__version__}; bf16 sum over 4 GiB: {bw / 1e12:.2f} TB/s")
     rows = []
-    for quant, dtype in ((Quant.PER_1X128, "bf16"), (Quant.NONE, "bf16")):
+    quants = {"per_1x128": (Quant.PER_1X128,), "none": (Quant.NONE,), "both": (Quant.PER_1X128, Quant.NONE)}
+    for quant, dtype in ((q, "bf16") for q in quants[args.quant]):
         for tokens in args.tokens:
             sets = make_sets(tokens, dtype, quant)
             nbytes = statistics.mean(stage1_bytes(x, quant) for x in sets)
             auto = get_ksplit(get_padded_m(tokens), TOPK, EXPERTS, INTER, MODEL_DIM, cu_num)
             variants = {"ksplit=1": 0}
-            for splitk in sorted({auto or 2, 2 * (auto or 2)}):
+            for splitk in sorted({auto or 2, 2 * (auto or 2), *args.splitk}):
                 while MODEL_DIM % (splitk * 128):
                     splitk += 1
                 variants[f"split-K {splitk}"] = splitk

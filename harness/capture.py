@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -59,7 +59,7 @@ class CudaGraphBackend:
 
     def __init__(self) -> None:
         self.pool = torch.cuda.graph_pool_handle()
-        self.stream = torch.cuda.Stream()
+        self.stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
 
     def warmup(self, thunk: Thunk) -> torch.Tensor:
         self.stream.wait_stream(torch.cuda.current_stream())
@@ -94,17 +94,17 @@ class CudaGraphBackend:
     def replay(self, graph: Any) -> torch.Tensor:
         g, out = graph
         g.replay()
-        return out
+        return cast(torch.Tensor, out)
 
     def timer(self) -> Callable[[], float]:
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
+        start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+        end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
         start.record()
 
         def stop() -> float:
             end.record()
             end.synchronize()
-            return start.elapsed_time(end) * 1e3
+            return float(start.elapsed_time(end)) * 1e3
 
         return stop
 
@@ -137,9 +137,7 @@ class _ReplayMode(GuardMode):
         if tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:
             raise CaptureError(f"replay asked {tuple(shape)} {dtype} where the capture allocated {buf.name} "
                                f"{tuple(tensor.shape)} {tensor.dtype} ({buf.site})")
-        if kind == "empty":
-            self.guards.poison(buf, dtype.itemsize)
-        else:
+        if kind != "empty":  # `arm` re-poisoned the empty ones before this replay
             tensor.fill_(value)
         return tensor
 
@@ -305,8 +303,12 @@ def run_protocol(workloads: Mapping[int, Workload], guards: Guards, backend: Bac
         wl = workloads[tokens]
         inputs = [wl.inputs(seed + 1 + r) for r in range(replays)]
         refs = [wl.reference(x) for x in inputs]
-        with guards.tagged(tokens), guards.label("input"), GuardMode(guards):
-            static = {key: torch.empty_like(value) for key, value in inputs[0].items()}
+        static = {}
+        with guards.tagged(tokens), GuardMode(guards):
+            for key, value in inputs[0].items():
+                # zeros, not empty: `arm` re-poisons empty buffers, and these hold the inputs across it
+                with guards.named(f"input.{key}"):
+                    static[key] = torch.zeros_like(value)
         sizes.append(_Size(wl, tokens, inputs, refs, static, SizeOutcome(tokens)))
 
     for size in sizes:

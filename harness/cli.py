@@ -100,7 +100,7 @@ def _plan(args: argparse.Namespace, profile: Profile) -> list[tuple[str, Scenari
     directory = args.scenario_dir or find_scenario_dir()
     picked = _pick(directory, args.scenarios) if args.scenarios else load_scenarios(scenario_files(directory))
     policies = [Policy(p) for p in args.policies] if args.policies else list(Policy)
-    plan = []
+    plan: list[tuple[str, Scenario, Policy, tuple[int, ...]]] = []
     for scenario_id, scenario in picked.items():
         where = f"{display_path(scenario.source) if scenario.source else display_path(directory)}: {scenario_id}"
         known = capture_sizes(scenario, "gpu")

@@ -28,15 +28,16 @@ from typing import Any, Literal
 import torch
 from torch.overrides import TorchFunctionMode
 
-from kernels._triton import triton  # sets TRITON_INTERPRET on a CPU-only machine before triton loads
+from kernels._triton import tl, triton  # sets TRITON_INTERPRET on a CPU-only machine before triton loads
 
 Fill = Literal["nan", "dense"]
 Side = Literal["underflow", "overflow"]
 
 WORDS: dict[Fill, int] = {"nan": 0x7FC57FC5, "dense": 0x805A805A}
-# Poison for `empty` buffers, by element size: NaN for every float dtype, huge for every int.
-_POISON = {1: 0x7F, 2: 0x7FC5, 4: 0x7FC57FC5, 8: 0x7FC57FC57FC57FC5}
-_INT_OF_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+# Poison for `empty` buffers as a 4-byte word, by element size: each element reads as NaN for every
+# float dtype (e4m3 0x7F, bf16/fp16 0x7FC5, fp32 and fp64 too) and as a huge value for every int.
+_POISON_WORD = {1: 0x7F7F7F7F, 2: 0x7FC57FC5, 4: 0x7FC57FC5, 8: 0x7FC57FC5}
+_BLOCK_WORDS = 4096  # words per program of the guard kernels: 16 KiB
 
 MIB = 1 << 20
 _MIN_GUARD = 2 * MIB  # a caching-allocator small segment: an in-segment overrun fits in one guard
@@ -95,6 +96,7 @@ class Buffer:
     right: int  # guard bytes after it
     row_bytes: int | None  # row stride of a 2-D buffer
     tag: int | None = None  # the capture size it belongs to, when several share the slab
+    poison: int | None = None  # the 4-byte poison word of an `empty` buffer, re-written by every `arm`
 
 
 @dataclass
@@ -108,6 +110,107 @@ class _Finding:
     phases: list[str] = field(default_factory=list)
 
 
+@triton.jit  # type: ignore[untyped-decorator]
+def _fill_words_kernel(words_ptr, lo_ptr, hi_ptr, value_ptr, value, PER_BLOCK: tl.constexpr,  # type: ignore[no-untyped-def]
+                       BLOCK: tl.constexpr):
+    """Write a word over each block's [lo, hi): `value`, or the block's own value when PER_BLOCK."""
+    pid = tl.program_id(0)
+    lo = tl.load(lo_ptr + pid)
+    hi = tl.load(hi_ptr + pid)
+    if PER_BLOCK:
+        value = tl.load(value_ptr + pid)
+    offs = lo + tl.arange(0, BLOCK)
+    tl.store(words_ptr + offs, tl.zeros((BLOCK,), tl.int32) + value, mask=offs < hi)
+
+
+@triton.jit  # type: ignore[untyped-decorator]
+def _count_changed_kernel(words_ptr, lo_ptr, hi_ptr, value, flag_ptr, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]
+    """Add to the flag the number of words in each block's [lo, hi) that differ from `value`."""
+    pid = tl.program_id(0)
+    lo = tl.load(lo_ptr + pid)
+    hi = tl.load(hi_ptr + pid)
+    offs = lo + tl.arange(0, BLOCK)
+    words = tl.load(words_ptr + offs, mask=offs < hi, other=value)
+    changed = tl.sum((words != value).to(tl.int32), axis=0)
+    if changed > 0:
+        tl.atomic_add(flag_ptr, changed)
+
+
+def _blocks(ranges: Sequence[tuple[int, int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lo, hi) word offsets of every BLOCK-sized piece of the ranges, as device tensors."""
+    lo = [a for start, end in ranges for a in range(start, end, _BLOCK_WORDS)]
+    hi = [min(a + _BLOCK_WORDS, end) for start, end in ranges for a in range(start, end, _BLOCK_WORDS)]
+    return (torch.tensor(lo, dtype=torch.int64, device=device), torch.tensor(hi, dtype=torch.int64, device=device))
+
+
+@dataclass
+class _Layout:
+    """Where the guards and the poisoned buffers lie in the slab, in words, plus the odd bytes.
+
+    Arenas start 256-aligned, so every guard is whole words except the first bytes of a right
+    guard that share a word with the buffer's end ("tail" bytes, handled one by one).
+    """
+
+    guards: list[tuple[int, int]]
+    poisons: list[tuple[int, int, int]]
+    tail_at: torch.Tensor  # byte offsets of guard bytes in a buffer's last word
+    tail_phase: torch.Tensor  # their offset mod 4, to index the fill word's bytes
+    poison_tail_at: torch.Tensor  # the last bytes of an `empty` buffer that do not fill a word
+    poison_tail_bytes: torch.Tensor
+    device: torch.device
+    _guard_blocks: tuple[torch.Tensor, torch.Tensor] | None = None
+    _poison_blocks: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def of(cls, buffers: Sequence[Buffer], device: torch.device) -> _Layout:
+        guards: list[tuple[int, int]] = []
+        poisons: list[tuple[int, int, int]] = []
+        tail: list[int] = []
+        poison_tail: list[int] = []
+        poison_bytes: list[int] = []
+        for b in buffers:
+            end = b.start + b.nbytes
+            guards.append(((b.start - b.left) // 4, b.start // 4))
+            guards.append((_round_up(end, 4) // 4, (end + b.right) // 4))
+            tail.extend(range(end, _round_up(end, 4)))
+            if b.poison is not None:
+                poisons.append((b.start // 4, end // 4, b.poison))
+                pattern = b.poison.to_bytes(4, "little")
+                poison_tail.extend(range(end // 4 * 4, end))
+                poison_bytes.extend(pattern[i % 4] for i in range(end // 4 * 4, end))
+        at = torch.tensor(tail, dtype=torch.int64, device=device)
+        return cls(guards, poisons, at, at % 4, torch.tensor(poison_tail, dtype=torch.int64, device=device),
+                   torch.tensor(poison_bytes, dtype=torch.uint8, device=device), device)
+
+    def _guard_pieces(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._guard_blocks is None:
+            self._guard_blocks = _blocks(self.guards, self.device)
+        return self._guard_blocks
+
+    def fill_guards(self, words: torch.Tensor, word: int) -> None:
+        lo, hi = self._guard_pieces()
+        if lo.numel():
+            _fill_words_kernel[(lo.numel(),)](words, lo, hi, lo, _signed(word, 32), PER_BLOCK=False,
+                                              BLOCK=_BLOCK_WORDS)
+
+    def fill_poison(self, words: torch.Tensor, poisoned: bool) -> None:
+        if self._poison_blocks is None:
+            lo, hi = _blocks([(a, b) for a, b, _ in self.poisons], self.device)
+            words_of = [_signed(w, 32) for a, b, w in self.poisons for _ in range(a, b, _BLOCK_WORDS)]
+            self._poison_blocks = (lo, hi, torch.tensor(words_of, dtype=torch.int32, device=self.device))
+        lo, hi, value = self._poison_blocks
+        if lo.numel():
+            _fill_words_kernel[(lo.numel(),)](words, lo, hi, value if poisoned else torch.zeros_like(value), 0,
+                                              PER_BLOCK=True, BLOCK=_BLOCK_WORDS)
+
+    def count_changed(self, words: torch.Tensor, word: int, flag: torch.Tensor) -> torch.Tensor:
+        """A 0-dim bool on the device: whether any guard word differs from `word` (no sync here)."""
+        lo, hi = self._guard_pieces()
+        if lo.numel():
+            _count_changed_kernel[(lo.numel(),)](words, lo, hi, _signed(word, 32), flag, BLOCK=_BLOCK_WORDS)
+        return flag[0] > 0
+
+
 class GuardBudgetError(RuntimeError):
     """The slab cannot hold a buffer even with the smallest guard."""
 
@@ -116,18 +219,18 @@ def call_site() -> tuple[str, str] | None:
     """(name, "file:line in function") of the first frame outside torch and the harness.
 
     The name is the assignment target on that line when there is one (`tmp_out = torch.empty(...)`).
-    None when that frame is triton's own: the interpreter allocating its views of the arguments.
+    None when the factory was called by triton (the interpreter's views of kernel arguments) or by
+    this module's own bookkeeping: those are not the op's buffers.
     """
-    frame = sys._getframe(1)
-    while frame is not None:
-        filename = frame.f_code.co_filename
-        if not (filename.startswith(_HARNESS_DIR) or filename.startswith(_TORCH_DIR)):
-            break
+    frame = sys._getframe(2)  # past call_site and GuardMode.__torch_function__
+    while frame is not None and frame.f_code.co_filename.startswith(_TORCH_DIR):
         frame = frame.f_back  # type: ignore[assignment]
     if frame is None:
         return "buffer", "?"
-    if frame.f_code.co_filename.startswith(_TRITON_DIR):
+    if frame.f_code.co_filename == __file__ or frame.f_code.co_filename.startswith(_TRITON_DIR):
         return None
+    while frame.f_back is not None and frame.f_code.co_filename.startswith((_HARNESS_DIR, _TORCH_DIR)):
+        frame = frame.f_back
     filename, line, function = frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name
     try:
         shown = str(Path(filename).resolve().relative_to(Path.cwd()))
@@ -152,29 +255,24 @@ class Guards:
         self.buffers: list[Buffer] = []
         self.notes: list[str] = []
         self.fill: Fill = "nan"
+        self._words: dict[Fill, int] = dict(WORDS)
+        self._poisoned = True
         self._used = 0
         self._slab: torch.Tensor | None = None
-        self._mask: torch.Tensor | None = None  # per 4-byte word: True where it is guard
-        self._word: dict[Fill, torch.Tensor] = {}
-        self._poison: dict[int, torch.Tensor] = {}
-        self._partial: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._flag: torch.Tensor | None = None
+        self._layout: _Layout | None = None
         self._findings: dict[tuple[int | None, str, str, Side], _Finding] = {}
         self._label: str | None = None
+        self._name: str | None = None
         self._tag: int | None = None
-        self._pending: list[Buffer] = []  # carved during capture: their guard mask is set outside it
 
     # -- the slab ------------------------------------------------------------------------------
 
     def reserve(self) -> None:
-        """Allocate the slab and the fill words now: before any capture, which may not allocate."""
-        if self._slab is not None:
-            return
-        self._slab = torch.empty(self.budget, dtype=torch.uint8, device=self.device)
-        self._mask = torch.empty(self.budget // 4, dtype=torch.bool, device=self.device)
-        for fill, word in WORDS.items():
-            self._word[fill] = torch.tensor(_signed(word, 32), dtype=torch.int32, device=self.device)
-        for size, bits in _POISON.items():
-            self._poison[size] = torch.tensor(_signed(bits, 8 * size), dtype=_INT_OF_SIZE[size], device=self.device)
+        """Allocate the slab now: before any capture, which may not allocate outside its pool."""
+        if self._slab is None:
+            self._slab = torch.empty(self.budget, dtype=torch.uint8, device=self.device)
+            self._flag = torch.zeros(1, dtype=torch.int32, device=self.device)
 
     @property
     def slab(self) -> torch.Tensor:
@@ -185,8 +283,13 @@ class Guards:
     def _guard_size(self, nbytes: int) -> int:
         return _round_up(max(self.min_guard, self.ratio * nbytes, self.cover), _ALIGN)
 
-    def allocate(self, nbytes: int, name: str, site: str, row_bytes: int | None, *, capturing: bool) -> Buffer:
-        """Carve `[guard | nbytes | guard]`; shrink the guards to fit the budget, and say so."""
+    def allocate(self, nbytes: int, name: str, site: str, row_bytes: int | None, *, empty_itemsize: int | None = None,
+                 capturing: bool = False) -> Buffer:
+        """Carve `[guard | nbytes | guard]`; shrink the guards to fit the budget, and say so.
+
+        Outside capture the guards are armed and an `empty` buffer (`empty_itemsize` set) poisoned at
+        once; during capture that waits for the next `arm`, so the graph holds no harness nodes.
+        """
         self.reserve()
         want = self._guard_size(nbytes)
         body = _round_up(max(nbytes, 1), 4)
@@ -199,35 +302,22 @@ class Guards:
                 raise GuardBudgetError(
                     f"guard budget {self.budget:,} B exhausted at {name} ({site}): {nbytes:,} B needs "
                     f"{2 * floor + body:,} B, {free:,} B left")
-            self.notes.append(f"{name} ({site}): guard {guard:,} B < {want:,} B wanted (budget {self.budget:,} B)")
+            self.notes.append(f"not fully guarded: {name} ({site}) has {guard:,} B guards, {want:,} B wanted "
+                              f"(guard budget {self.budget:,} B)")
         start = self._used + guard
         right = _round_up(start + body, _ALIGN) + guard - (start + nbytes)
-        buf = Buffer(name, site, start, nbytes, guard, right, row_bytes, self._tag)
+        poison = _POISON_WORD.get(empty_itemsize or 0) if empty_itemsize else None
+        buf = Buffer(name, site, start, nbytes, guard, right, row_bytes, self._tag, poison)
         self._used = start + nbytes + right
         self.buffers.append(buf)
-        self._partial = None
-        self._pending.append(buf)
+        self._layout = None
         if not capturing:
-            self._arm_range(start - guard, self._used)
+            self._arm_with(_Layout.of([buf], self.device), self._words[self.fill])
         return buf
-
-    def _sync_mask(self) -> None:
-        """Mark the new arenas' guard words; CUDA work that capture would swallow, so done outside it."""
-        assert self._mask is not None
-        for buf in self._pending:
-            words = self._mask[(buf.start - buf.left) // 4: (buf.start + buf.nbytes + buf.right) // 4]
-            words.fill_(True)
-            words[buf.left // 4: (buf.left + buf.nbytes) // 4].fill_(False)  # whole words inside the buffer
-        self._pending.clear()
 
     def view(self, buf: Buffer, dtype: torch.dtype) -> torch.Tensor:
         """The buffer's bytes as a flat tensor of `dtype`."""
         return self.slab[buf.start: buf.start + buf.nbytes].view(dtype)
-
-    def poison(self, buf: Buffer, itemsize: int) -> None:
-        """Fill an `empty` buffer with the poison of its element size (ints view, so no float rounding)."""
-        if buf.nbytes and itemsize in self._poison:
-            self.view(buf, _INT_OF_SIZE[itemsize]).fill_(self._poison[itemsize])
 
     @contextmanager
     def scope(self) -> Iterator[None]:
@@ -238,8 +328,7 @@ class Guards:
         finally:
             self._used = used
             del self.buffers[count:]
-            self._pending = [b for b in self._pending if b in self.buffers]
-            self._partial = None
+            self._layout = None
 
     @contextmanager
     def label(self, name: str) -> Iterator[None]:
@@ -262,74 +351,83 @@ class Guards:
     @contextmanager
     def benign_empties(self) -> Iterator[None]:
         """`empty` buffers get zeros instead of poison (an attribution run)."""
-        saved = {size: t.clone() for size, t in self._poison.items()}
-        for t in self._poison.values():
-            t.zero_()
+        self._poisoned = False
         try:
             yield
         finally:
-            for size, t in self._poison.items():
-                t.copy_(saved[size])
+            self._poisoned = True
 
     @contextmanager
     def benign_guards(self) -> Iterator[None]:
         """Guards hold zeros instead of a fill (an attribution run; nothing is checked)."""
-        saved = self._word[self.fill].clone()
-        self._word[self.fill].zero_()
+        saved, self._words[self.fill] = self._words[self.fill], 0
         self.arm(self.fill)
         try:
             yield
         finally:
-            self._word[self.fill].copy_(saved)
+            self._words[self.fill] = saved
+
+    @contextmanager
+    def named(self, name: str) -> Iterator[None]:
+        """Give the buffers allocated inside exactly this name (the harness's static inputs)."""
+        previous, self._name = self._name, name
+        try:
+            yield
+        finally:
+            self._name = previous
 
     def labelled(self, inferred: str) -> str:
+        if self._name is not None:
+            return self._name
         return inferred if self._label is None else f"{self._label}.{inferred}"
 
     # -- arming and checking -------------------------------------------------------------------
 
-    def _partials(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Byte indices of guard bytes that share a word with a buffer's end, and their pattern index."""
-        if self._partial is None:
-            idx = [i for b in self.buffers for i in range(b.start + b.nbytes, _round_up(b.start + b.nbytes, 4))]
-            at = torch.tensor(idx, dtype=torch.long, device=self.device)
-            self._partial = (at, at % 4)
-        return self._partial
+    @property
+    def layout(self) -> _Layout:
+        if self._layout is None:
+            self._layout = _Layout.of(self.buffers, self.device)
+        return self._layout
 
-    def _pattern(self, fill: Fill) -> torch.Tensor:
-        return torch.tensor(list(WORDS[fill].to_bytes(4, "little")), dtype=torch.uint8, device=self.device)
+    def _pattern(self, word: int) -> torch.Tensor:
+        return torch.tensor(list(word.to_bytes(4, "little")), dtype=torch.uint8, device=self.device)
 
-    def _arm_range(self, lo: int, hi: int) -> None:
-        self._sync_mask()
-        words = self.slab[lo:hi].view(torch.int32)
-        assert self._mask is not None
-        words.masked_fill_(self._mask[lo // 4: hi // 4], self._word[self.fill])
-        at, phase = self._partials()
-        keep = (at >= lo) & (at < hi)
-        self.slab[at[keep]] = self._pattern(self.fill)[phase[keep]]
+    def _arm_with(self, layout: _Layout, word: int) -> None:
+        words = self.slab.view(torch.int32)
+        if self.device.type == "cuda":
+            layout.fill_guards(words, word)
+            layout.fill_poison(words, self._poisoned)
+        else:
+            for lo, hi in layout.guards:
+                words[lo:hi].fill_(_signed(word, 32))
+            for lo, hi, poison in layout.poisons:
+                words[lo:hi].fill_(_signed(poison, 32) if self._poisoned else 0)
+        if layout.tail_at.numel():
+            self.slab[layout.tail_at] = self._pattern(word)[layout.tail_phase]
+        if layout.poison_tail_at.numel():
+            self.slab[layout.poison_tail_at] = layout.poison_tail_bytes if self._poisoned else 0
 
     def arm(self, fill: Fill) -> None:
-        """Write `fill` into every guard (buffers untouched): before each run, outside capture."""
-        self.reserve()
+        """Write `fill` into every guard and poison every `empty` buffer: before each run, outside capture."""
         self.fill = fill
-        self._arm_range(0, self._used)
+        self._arm_with(self.layout, self._words[fill])
 
     def dirty(self) -> bool:
-        """Whether any guard byte differs from the armed fill: one comparison, one host sync."""
-        self.reserve()
-        self._sync_mask()
-        words = self.slab[: self._used].view(torch.int32)
-        assert self._mask is not None
-        bad = ((words != self._word[self.fill]) & self._mask[: self._used // 4]).any()
-        at, phase = self._partials()
-        if at.numel():
-            bad = bad | (self.slab[at] != self._pattern(self.fill)[phase]).any()
-        return bool(bad)
+        """Whether any guard byte differs from the armed fill: one pass over the guards, one host sync."""
+        layout, word = self.layout, self._words[self.fill]
+        words = self.slab.view(torch.int32)
+        tail = (self.slab[layout.tail_at] != self._pattern(word)[layout.tail_phase]).any()
+        if self.device.type == "cuda":
+            assert self._flag is not None
+            self._flag.zero_()
+            return bool(layout.count_changed(words, word, self._flag) | tail)
+        return bool(tail) or any(bool((words[lo:hi] != _signed(word, 32)).any()) for lo, hi in layout.guards)
 
     def check(self, phase: str, op: str | None = None) -> bool:
         """Record what changed in the guards since they were armed; True if anything did."""
         if not self.dirty():
             return False
-        pattern = self._pattern(self.fill)
+        pattern = self._pattern(self._words[self.fill])
         for buf in self.buffers:
             for side, lo, hi in (("underflow", buf.start - buf.left, buf.start),
                                  ("overflow", buf.start + buf.nbytes, buf.start + buf.nbytes + buf.right)):
@@ -384,7 +482,7 @@ class Guards:
                 offsets = idx - buf.left
             rows = None
             if buf.row_bytes:
-                rows = int(torch.div(offsets, buf.row_bytes, rounding_mode="floor").unique().numel())
+                rows = len(set(torch.div(offsets, buf.row_bytes, rounding_mode="floor").tolist()))
             out.append(Violation(buf.name, buf.site, found.side, first, last, int(idx.numel()), rows, buf.nbytes,
                                  found.op, tuple(found.phases)))
         return tuple(sorted(out, key=lambda v: (-v.extent, v.buffer, v.side)))
@@ -493,12 +591,11 @@ class GuardMode(TorchFunctionMode):
         nbytes = numel * itemsize
         row_bytes = stride[0] * itemsize if len(shape) == 2 else None
         inferred, where = site
-        buf = self.guards.allocate(nbytes, self.guards.labelled(inferred), where, row_bytes, capturing=self.capturing)
+        buf = self.guards.allocate(nbytes, self.guards.labelled(inferred), where, row_bytes,
+                                   empty_itemsize=itemsize if kind == "empty" else None, capturing=self.capturing)
         flat = self.guards.view(buf, dtype)
         tensor = flat.as_strided(shape, stride)
-        if kind == "empty":
-            self.guards.poison(buf, itemsize)
-        else:
+        if kind != "empty":
             flat.fill_(value)
         if self.on_alloc is not None:
             tensor = self.on_alloc(buf, tensor)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 
@@ -49,8 +49,9 @@ class MoEWeights:
     @classmethod
     def for_case(cls, case: CaseSpec, device: torch.device) -> MoEWeights:
         """Random weights of the case's shape, drawn from its seed."""
-        return cls(*make_weights(case.hidden, case.inter, case.experts, case.dtype, case.quant, case.seed, device,
-                                 aliased=case.weights == "aliased"))
+        return cls(*make_weights(  # type: ignore[no-untyped-call]
+            case.hidden, case.inter, case.experts, case.dtype, case.quant, case.seed, device,
+            aliased=case.weights == "aliased"))
 
 
 class MoEWorkload:
@@ -64,7 +65,8 @@ class MoEWorkload:
 
     def inputs(self, seed: int) -> dict[str, torch.Tensor]:
         c = self.case
-        hidden, ids, weights = make_activations(c.tokens, c.hidden, c.experts, c.topk, c.dtype, seed, self.device)
+        hidden, ids, weights = make_activations(  # type: ignore[no-untyped-call]
+            c.tokens, c.hidden, c.experts, c.topk, c.dtype, seed, self.device)
         return {"hidden": hidden, "topk_ids": ids, "topk_weights": weights}
 
     def _layer(self, inputs: Mapping[str, torch.Tensor]) -> MoEInputs:
@@ -74,8 +76,9 @@ class MoEWorkload:
 
     def run(self, inputs: Mapping[str, torch.Tensor], step: Step) -> torch.Tensor:
         c = self.case
-        return fused_moe(self._layer(inputs), block_m=c.block_m, splitk=c.splitk, policy=c.policy, quant=c.quant,
-                         activation=c.activation, contract=c.contract, on_step=step)
+        out = fused_moe(self._layer(inputs), block_m=c.block_m, splitk=c.splitk, policy=c.policy, quant=c.quant,
+                        activation=c.activation, contract=c.contract, on_step=step)
+        return cast(torch.Tensor, out)
 
     def reference(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return fused_moe_ref(self._layer(inputs), self.case.quant, self.case.activation)
+        return cast(torch.Tensor, fused_moe_ref(self._layer(inputs), self.case.quant, self.case.activation))

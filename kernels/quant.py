@@ -18,7 +18,8 @@ _MIN_AMAX = 1e-10
 
 @triton.jit
 def _quant_kernel(x_ptr, q_ptr, scale_ptr, cols, stride_x, groups,
-                  GROUP: tl.constexpr, FP8_MAX_C: tl.constexpr, MIN_AMAX: tl.constexpr, MANT: tl.constexpr, MIN_EXP: tl.constexpr):
+                  GROUP: tl.constexpr, FP8_MAX_C: tl.constexpr, MIN_AMAX: tl.constexpr, MANT: tl.constexpr,
+                  MIN_EXP: tl.constexpr):
     row = tl.program_id(0)
     g = tl.program_id(1)
     offs = g * GROUP + tl.arange(0, GROUP)

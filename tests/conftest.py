@@ -21,3 +21,9 @@ def seed() -> int:
     value = random.SystemRandom().randrange(2**31)
     print(f"seed={value}")
     return value
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`backend`: every replay backend this machine has; CUDA graphs only where there is a GPU."""
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", ["reexec", "cuda-graph"] if torch.cuda.is_available() else ["reexec"])

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from harness.compare import CKTILE_TOLERANCE, TOLERANCE, assert_close
+from kernels._triton import cast_rne, store_mantissa, tl, triton
 from kernels.activation import act_and_mul, act_and_mul_ref
 from kernels.contracts import (
     Activation,
@@ -21,35 +23,10 @@ from kernels.contracts import (
 from kernels.fused_moe import DTYPES, fused_moe, fused_moe_ref, make_inputs, stage1_ref
 from kernels.moe_sorting import moe_sorting_into, moe_sorting_ref, sorting_buffers
 from kernels.moe_stage1 import moe_stage1
-from kernels._triton import cast_rne, store_mantissa, tl, triton
 from kernels.quant import FP8, FP8_MAX, FP8_MIN_EXP, per_1x128_quant, per_1x128_quant_ref
 
-# Relative L2 error allowed against the fp64 reference, keyed by (dtype, quant).
-# bf16 keeps 8 bits. per_1x128 requantises a2 to e4m3: a 2e-3 difference before it moves ~3% of
-# elements across a rounding boundary, each by one e4m3 step (6-12%): 1.1e-2 to 1.6e-2 measured on
-# an H100 at DeepSeek-V3 TP8 shapes. cktile accumulates split-K partials in bf16 atomics (S11).
-TOLERANCE = {("bf16", Quant.NONE): 1e-2, ("fp16", Quant.NONE): 2e-3,
-             ("bf16", Quant.PER_1X128): 3e-2, ("fp16", Quant.PER_1X128): 3e-2}
-CKTILE_TOLERANCE = 3e-2
 # A poison no kernel writes by accident: int32 0x5A5A5A5A, and a NaN for floats.
 INT_POISON = 0x5A5A5A5A
-
-
-def rel_l2(out: torch.Tensor, ref: torch.Tensor) -> float:
-    ref = ref.double().cpu()
-    return float((out.double().cpu() - ref).norm() / ref.norm())
-
-
-def assert_close(out: torch.Tensor, ref: torch.Tensor, tol: float) -> None:
-    """Relative L2 error under `tol`, with the worst elements in the message."""
-    out64, ref = out.double().cpu(), ref.double().cpu()
-    nan = int(out64.isnan().sum())
-    err = rel_l2(out, ref)
-    worst = (out64 - ref).abs().flatten().nan_to_num(float("inf")).topk(min(3, out64.numel()))
-    detail = [(int(i), float(out64.flatten()[i]), float(ref.flatten()[i])) for i in worst.indices]
-    message = f"rel L2 {err:.3e} (tol {tol:g}), {nan} NaN, worst (index, out, ref): {detail}"
-    assert nan == 0, message
-    assert err < tol, message
 
 
 @pytest.mark.parametrize(("tokens", "topk", "experts", "block_m", "idle"), [

@@ -127,7 +127,7 @@ BAD_BODIES = [  # (id, entry body, the whole message)
      "x.yaml: s1: model.layers: got unknown field; allowed: hidden, inter, experts, topk, tp"),
     ("unknown-contract-field", _body(contract={"paddin": "masked"}),
      "x.yaml: s1: contract.paddin: got unknown field; "
-     "allowed: padding, memset_rows, predicate, kbatch_guard, k_per_block"),
+     "allowed: padding, stage2_padding, memset_rows, predicate, kbatch_guard, k_per_block"),
     ("bad-padding", _body(contract={"padding": "sideways"}),
      "x.yaml: s1: contract.padding: got 'sideways'; allowed: clipped, unmasked, masked"),
     ("bad-dtype", _body(dtype="fp8"), "x.yaml: s1: dtype: got 'fp8'; allowed: bf16, fp16"),

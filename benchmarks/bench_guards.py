@@ -1,0 +1,111 @@
+"""What the guards cost: one check and one re-arm against one replay of a DeepSeek-V3 decode graph.
+
+    python benchmarks/bench_guards.py [--scenario deepseek-v3-tp8-decode] [--policy pr2551] [--tokens 1]
+
+The graph is captured exactly as the harness does (static inputs and every buffer in the guard slab);
+the plain replay beside it is the same op captured without guards, so the two replays also show
+whether the slab moves the kernels' timing. CUDA only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from statistics import median
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness.capture import CudaGraphBackend  # noqa: E402
+from harness.guard import GuardMode, Guards  # noqa: E402
+from harness.run import default_budget, resolve_cases  # noqa: E402
+from harness.scenario import find_scenario_dir, load_scenarios, scenario_files  # noqa: E402
+from harness.workload import MoEWeights, MoEWorkload  # noqa: E402
+from kernels.contracts import Policy  # noqa: E402
+
+
+def _time(fn, iters: int) -> float:  # type: ignore[no-untyped-def]
+    """Median microseconds of `fn` over `iters` calls, each bracketed by CUDA events."""
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3)
+    return median(times)
+
+
+def _wall(fn, iters: int) -> float:  # type: ignore[no-untyped-def]
+    """Median wall microseconds of `fn` from an idle GPU to an idle GPU: what the harness waits."""
+    times = []
+    for _ in range(iters):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1e6)
+    return median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", default="deepseek-v3-tp8-decode")
+    parser.add_argument("--policy", default="pr2551", choices=[p.value for p in Policy])
+    parser.add_argument("--tokens", type=int, default=1)
+    parser.add_argument("--iters", type=int, default=200)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    scenarios = load_scenarios(scenario_files(find_scenario_dir()))
+    (case,) = resolve_cases(args.scenario, scenarios[args.scenario], Policy(args.policy), [args.tokens], "gpu")
+    device = torch.device("cuda", torch.cuda.current_device())
+    workload = MoEWorkload(case, MoEWeights.for_case(case, device), device)
+    inputs = workload.inputs(case.seed + 1)
+
+    guards = Guards(device, default_budget(device), cover=case.footprint().predicted_overflow_bytes)
+    guards.reserve()
+    with GuardMode(guards):
+        static = {k: torch.empty_like(v) for k, v in inputs.items()}
+    for k, v in inputs.items():
+        static[k].copy_(v)
+    backend = CudaGraphBackend()
+    guards.arm("dense")
+    with guards.scope(), GuardMode(guards):
+        backend.warmup(lambda: workload.run(static, lambda name: None))
+    graph = backend.capture(lambda: workload.run(static, lambda name: None), guards)
+    backend.audit(graph, guards, "audit")
+    plain_static = {k: v.clone() for k, v in inputs.items()}
+    backend.warmup(lambda: workload.run(plain_static, lambda name: None))
+    plain = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(plain, pool=backend.pool):
+        workload.run(plain_static, lambda name: None)
+
+    guards.arm("nan")
+    replay = _time(lambda: backend.replay(graph), args.iters)
+    plain_replay = _time(plain.replay, args.iters)
+    replay_wall = _wall(lambda: backend.replay(graph), args.iters)
+    check = _wall(guards.dirty, args.iters)
+    arm = _wall(lambda: guards.arm("nan"), args.iters)
+    assert not guards.dirty(), "a clean policy left a guard changed"
+    guarded_bytes = sum(b.left + b.right for b in guards.buffers)
+    row = {
+        "device": torch.cuda.get_device_name(), "scenario": args.scenario, "policy": args.policy,
+        "tokens": args.tokens, "buffers": len(guards.buffers), "guard_bytes": guarded_bytes,
+        "replay_us": round(replay, 2), "plain_replay_us": round(plain_replay, 2),
+        "replay_wall_us": round(replay_wall, 2),
+        "check_us": round(check, 2), "arm_us": round(arm, 2),
+        "check_share_of_replay": round(check / replay_wall, 3), "arm_share_of_replay": round(arm / replay_wall, 3),
+    }
+    print(json.dumps(row, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(row, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

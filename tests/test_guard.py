@@ -1,0 +1,143 @@
+"""Guarded allocations: factories, fills, poison, sizes and the bitwise check, on the kernel device."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from harness.guard import MIB, WORDS, GuardBudgetError, GuardMode, Guards
+from kernels.memset import raw_memset
+
+FLOATS = [torch.float32, torch.bfloat16, torch.float16]
+
+
+def _guards(device: torch.device, budget: int = 64 * MIB, **kw: int) -> Guards:
+    guards = Guards(device, budget, **kw)
+    guards.arm("nan")
+    return guards
+
+
+@pytest.mark.parametrize("dtype", [*FLOATS, torch.int32, torch.int64, torch.uint8])
+def test_empty_is_poisoned_and_the_other_factories_keep_their_values(device, dtype):
+    guards = _guards(device)
+    src = torch.ones(3, dtype=dtype, device=device)
+    with GuardMode(guards):
+        empty = torch.empty(5, 7, dtype=dtype, device=device)
+        zeros = torch.zeros((4,), dtype=dtype, device=device)
+        full = torch.full((2, 3), 5, dtype=dtype, device=device)
+        like = torch.ones_like(src)
+        new = src.new_full((6,), 3)
+        strided = torch.empty_strided((2, 3), (1, 4), dtype=dtype, device=device)
+    assert len(guards.buffers) == 6
+    assert all(t.untyped_storage().data_ptr() == guards.slab.untyped_storage().data_ptr()
+               for t in (empty, zeros, full, like, new, strided))
+    assert bool((zeros == 0).all())
+    assert bool((full == 5).all())
+    assert bool((like == 1).all())
+    assert bool((new == 3).all())
+    assert strided.stride() == (1, 4)
+    if dtype.is_floating_point:
+        assert bool(empty.isnan().all())
+    else:
+        huge = int("7FC5" * 4, 16) >> (64 - 8 * dtype.itemsize)  # 0x7F, 0x7FC5, 0x7FC57FC5, ...
+        assert bool((empty == huge).all())
+    assert not guards.dirty()
+
+
+def test_buffers_are_named_by_assignment_and_call_site(device):
+    guards = _guards(device)
+    with GuardMode(guards), guards.label("input"):
+        workspace = torch.empty(8, device=device)
+    with GuardMode(guards):
+        torch.zeros(8, device=device)
+    named, anonymous = guards.buffers
+    assert named.name == "input.workspace"
+    assert named.site.startswith("tests/test_guard.py:")
+    assert named.site.endswith(
+        "in test_buffers_are_named_by_assignment_and_call_site")
+    assert anonymous.name == "test_buffers_are_named_by_assignment_and_call_site"
+    del workspace
+
+
+def test_other_devices_and_grad_tensors_pass_through(device):
+    guards = _guards(device)
+    with GuardMode(guards):
+        torch.empty(4, device="meta")
+        torch.zeros(4, device=device, requires_grad=True)
+    assert guards.buffers == []
+
+
+def test_guards_cover_16x_the_buffer_and_at_least_2_mib(device):
+    guards = _guards(device, budget=256 * MIB)
+    with GuardMode(guards):
+        small = torch.empty(100, device=device)
+        large = torch.empty(1 << 20, device=device)  # 4 MiB: 64 MiB guards
+    a, b = guards.buffers
+    assert a.left >= 2 * MIB
+    assert a.right >= 2 * MIB
+    assert b.left >= 16 * large.nbytes
+    assert b.right >= 16 * large.nbytes
+    del small
+
+
+def test_cover_grows_the_guard_and_a_small_budget_says_so(device):
+    grown = _guards(device, budget=64 * MIB, cover=5 * MIB)
+    with GuardMode(grown):
+        torch.empty(10, device=device)
+    assert grown.buffers[0].right >= 5 * MIB
+    tight = _guards(device, budget=3 * MIB)
+    with GuardMode(tight):
+        torch.empty(10, device=device)
+    assert tight.buffers[0].right < 2 * MIB
+    assert len(tight.notes) == 1
+    assert tight.notes[0].startswith("not fully guarded: ")
+    starved = _guards(device, budget=MIB, cover=MIB)
+    with pytest.raises(GuardBudgetError, match="exhausted"), GuardMode(starved):
+        torch.empty(10, device=device)
+
+
+@pytest.mark.parametrize("fill", ["nan", "dense"])
+def test_every_guard_byte_holds_the_fill_and_a_one_byte_change_is_exact(device, fill):
+    guards = _guards(device)
+    with GuardMode(guards):
+        buf = torch.empty(7, dtype=torch.uint8, device=device)  # ends mid-word
+    guards.arm(fill)
+    b = guards.buffers[0]
+    pattern = WORDS[fill].to_bytes(4, "little")
+    right = guards.slab[b.start + b.nbytes: b.start + b.nbytes + 16].cpu().tolist()
+    assert bytes(right) == bytes(pattern[(b.start + b.nbytes + i) % 4] for i in range(16))
+    guards.slab[b.start + b.nbytes + 3] = 0
+    guards.slab[b.start - 2] = 0
+    assert guards.check("test")
+    over, under = sorted(guards.violations(), key=lambda v: v.side)
+    assert (over.side, over.first_offset, over.last_offset, over.bytes) == ("overflow", 3, 3, 1)
+    assert (under.side, under.first_offset, under.last_offset, under.bytes) == ("underflow", -2, -2, 1)
+    del buf
+
+
+def test_two_fills_differ_in_every_byte_and_no_byte_is_zero():
+    nan, dense = (WORDS[f].to_bytes(4, "little") for f in ("nan", "dense"))
+    assert all(a != b and a and b for a, b in zip(nan, dense, strict=True))
+    as_f32 = torch.tensor([WORDS["nan"], WORDS["dense"]], dtype=torch.int64).to(torch.int32).view(torch.float32)
+    assert math.isnan(as_f32[0])
+    assert 0 < abs(float(as_f32[1])) < torch.finfo(torch.float32).tiny
+    halves = torch.tensor([WORDS["nan"] & 0xFFFF, WORDS["dense"] & 0xFFFF], dtype=torch.int32).to(torch.int16)
+    for dtype in (torch.bfloat16, torch.float16):
+        nan16, dense16 = halves.view(dtype).float().tolist()
+        assert math.isnan(nan16)
+        assert 0 < abs(dense16) < torch.finfo(dtype).tiny
+
+
+def test_union_over_runs_and_scope_release(device):
+    guards = _guards(device)
+    for fill in ("nan", "dense"):
+        guards.arm(fill)
+        with guards.scope(), GuardMode(guards):
+            buf = torch.empty(64, dtype=torch.uint8, device=device)
+            raw_memset(buf, 64 + 10)
+            guards.check(fill)
+        assert guards.buffers == []
+    (v,) = guards.violations()
+    assert (v.buffer, v.first_offset, v.last_offset, v.bytes, v.phases) == ("buf", 0, 9, 10, ("nan", "dense"))
