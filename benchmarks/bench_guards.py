@@ -68,17 +68,19 @@ def main() -> None:
     workload = MoEWorkload(case, MoEWeights.for_case(case, device), device)
     inputs = workload.inputs(case.seed + 1)
 
-    guards = Guards(device, default_budget(device), cover=case.footprint().predicted_overflow_bytes)
+    fp = case.footprint()
+    guards = Guards(device, default_budget(device), cover={case.tokens: (fp.alloc_bytes, fp.predicted_overflow_bytes)})
     guards.reserve()
-    with GuardMode(guards):
-        static = {k: torch.empty_like(v) for k, v in inputs.items()}
+    with guards.tagged(case.tokens), GuardMode(guards), guards.named("input"):
+        static = {k: torch.zeros_like(v) for k, v in inputs.items()}  # zeros: `arm` re-poisons empties
     for k, v in inputs.items():
         static[k].copy_(v)
     backend = CudaGraphBackend()
     guards.arm("dense")
-    with guards.scope(), GuardMode(guards):
+    with guards.tagged(case.tokens), guards.scope(), GuardMode(guards):
         backend.warmup(lambda: workload.run(static, lambda name: None))
-    graph = backend.capture(lambda: workload.run(static, lambda name: None), guards)
+    with guards.tagged(case.tokens):
+        graph = backend.capture(lambda: workload.run(static, lambda name: None), guards)
     backend.audit(graph, guards, "audit")
     plain_static = {k: v.clone() for k, v in inputs.items()}
     backend.warmup(lambda: workload.run(plain_static, lambda name: None))
@@ -93,6 +95,10 @@ def main() -> None:
     check = _wall(guards.dirty, args.iters)
     arm = _wall(lambda: guards.arm("nan"), args.iters)
     assert not guards.dirty(), "a clean policy left a guard changed"
+    out = backend.replay(graph).double()
+    ref = workload.reference(static)
+    err = float((out - ref).norm() / ref.norm())
+    assert err < workload.tolerance, f"guarded replay is wrong: rel L2 {err:.2e}"
     guarded_bytes = sum(b.left + b.right for b in guards.buffers)
     row = {
         "device": torch.cuda.get_device_name(), "scenario": args.scenario, "policy": args.policy,
@@ -101,6 +107,7 @@ def main() -> None:
         "replay_wall_us": round(replay_wall, 2),
         "check_us": round(check, 2), "arm_us": round(arm, 2),
         "check_share_of_replay": round(check / replay_wall, 3), "arm_share_of_replay": round(arm / replay_wall, 3),
+        "rel_l2": err,
     }
     print(json.dumps(row, indent=2))
     if args.json:

@@ -179,7 +179,7 @@ def _add_run(sub: Subparsers) -> None:
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the results as a JSON list")
     parser.add_argument("--replays", type=_at_least_two, default=2, metavar="N", help="replays per graph (>= 2)")
     parser.add_argument("--guard-budget", type=_gib, metavar="GIB",
-                        help="guard slab size (default: 1 GiB on CPU, 40%% of free GPU memory up to 16 GiB)")
+                        help="guard slab size (default: 1 GiB on CPU, 60%% of free GPU memory up to 48 GiB)")
     parser.add_argument("--scenarios", dest="scenario_dir", type=Path, metavar="DIR",
                         help="scenario folder (default: ./scenarios, else the repository's)")
     parser.set_defaults(command=_run)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import linecache
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,42 +105,59 @@ class _Finding:
 
     buffer: Buffer
     side: Side
-    mask: torch.Tensor  # bool over the guard's bytes, on CPU
+    bits: torch.Tensor  # one bit per guard byte, packed 8 to a uint8, on the slab's device
     op: str | None
     phases: list[str] = field(default_factory=list)
 
 
 @triton.jit  # type: ignore[untyped-decorator]
-def _fill_words_kernel(words_ptr, lo_ptr, hi_ptr, value_ptr, value, PER_BLOCK: tl.constexpr,  # type: ignore[no-untyped-def]
-                       BLOCK: tl.constexpr):
-    """Write a word over each block's [lo, hi): `value`, or the block's own value when PER_BLOCK."""
+def _arm_kernel(words_ptr, bytes_ptr, lo_ptr, hi_ptr, value_ptr, word, poisoned,  # type: ignore[no-untyped-def]
+                tail_at_ptr, tail_byte_ptr, n_tail, BLOCK: tl.constexpr, TAIL: tl.constexpr):
+    """Each program fills one block [lo, hi) of words: `word` where its value is -1 (a guard), else its
+    poison (times `poisoned`). Program 0 also writes the odd bytes that share a word with a buffer's end."""
     pid = tl.program_id(0)
     lo = tl.load(lo_ptr + pid)
     hi = tl.load(hi_ptr + pid)
-    if PER_BLOCK:
-        value = tl.load(value_ptr + pid)
+    value = tl.load(value_ptr + pid)
+    fill = tl.where(value == -1, word, value * poisoned)
     offs = lo + tl.arange(0, BLOCK)
-    tl.store(words_ptr + offs, tl.zeros((BLOCK,), tl.int32) + value, mask=offs < hi)
+    tl.store(words_ptr + offs, tl.zeros((BLOCK,), tl.int32) + fill, mask=offs < hi)
+    if pid == 0:
+        t = tl.arange(0, TAIL)
+        at = tl.load(tail_at_ptr + t, mask=t < n_tail, other=0)
+        byte = tl.load(tail_byte_ptr + t, mask=t < n_tail, other=0)
+        tl.store(bytes_ptr + at, byte, mask=t < n_tail)
 
 
 @triton.jit  # type: ignore[untyped-decorator]
-def _count_changed_kernel(words_ptr, lo_ptr, hi_ptr, value, flag_ptr, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]
-    """Add to the flag the number of words in each block's [lo, hi) that differ from `value`."""
+def _check_kernel(words_ptr, bytes_ptr, lo_ptr, hi_ptr, word, flag_ptr,  # type: ignore[no-untyped-def]
+                  tail_at_ptr, tail_byte_ptr, n_tail, BLOCK: tl.constexpr, TAIL: tl.constexpr):
+    """Add to the flag how many guard words (and odd guard bytes, in program 0) differ from the fill."""
     pid = tl.program_id(0)
     lo = tl.load(lo_ptr + pid)
     hi = tl.load(hi_ptr + pid)
     offs = lo + tl.arange(0, BLOCK)
-    words = tl.load(words_ptr + offs, mask=offs < hi, other=value)
-    changed = tl.sum((words != value).to(tl.int32), axis=0)
+    words = tl.load(words_ptr + offs, mask=offs < hi, other=word)
+    changed = tl.sum((words != word).to(tl.int32), axis=0)
+    if pid == 0:
+        t = tl.arange(0, TAIL)
+        at = tl.load(tail_at_ptr + t, mask=t < n_tail, other=0)
+        want = tl.load(tail_byte_ptr + t, mask=t < n_tail, other=0)
+        got = tl.load(bytes_ptr + at, mask=t < n_tail, other=0)
+        changed += tl.sum((got != want).to(tl.int32), axis=0)
     if changed > 0:
         tl.atomic_add(flag_ptr, changed)
 
 
-def _blocks(ranges: Sequence[tuple[int, int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(lo, hi) word offsets of every BLOCK-sized piece of the ranges, as device tensors."""
-    lo = [a for start, end in ranges for a in range(start, end, _BLOCK_WORDS)]
-    hi = [min(a + _BLOCK_WORDS, end) for start, end in ranges for a in range(start, end, _BLOCK_WORDS)]
-    return (torch.tensor(lo, dtype=torch.int64, device=device), torch.tensor(hi, dtype=torch.int64, device=device))
+def _blocks(ranges: Sequence[tuple[int, int, int]]) -> tuple[list[int], list[int], list[int]]:
+    """(lo, hi, value) word offsets of every BLOCK-sized piece of the (lo, hi, value) ranges."""
+    lo, hi, value = [], [], []
+    for start, end, v in ranges:
+        for a in range(start, end, _BLOCK_WORDS):
+            lo.append(a)
+            hi.append(min(a + _BLOCK_WORDS, end))
+            value.append(v)
+    return lo, hi, value
 
 
 @dataclass
@@ -153,13 +170,11 @@ class _Layout:
 
     guards: list[tuple[int, int]]
     poisons: list[tuple[int, int, int]]
-    tail_at: torch.Tensor  # byte offsets of guard bytes in a buffer's last word
-    tail_phase: torch.Tensor  # their offset mod 4, to index the fill word's bytes
-    poison_tail_at: torch.Tensor  # the last bytes of an `empty` buffer that do not fill a word
-    poison_tail_bytes: torch.Tensor
+    tail_at: list[int]  # byte offsets of guard bytes in a buffer's last word
+    poison_tail_at: list[int]  # the last bytes of an `empty` buffer that do not fill a word
+    poison_tail_bytes: list[int]
     device: torch.device
-    _guard_blocks: tuple[torch.Tensor, torch.Tensor] | None = None
-    _poison_blocks: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    _tables: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
     def of(cls, buffers: Sequence[Buffer], device: torch.device) -> _Layout:
@@ -178,41 +193,44 @@ class _Layout:
                 pattern = b.poison.to_bytes(4, "little")
                 poison_tail.extend(range(end // 4 * 4, end))
                 poison_bytes.extend(pattern[i % 4] for i in range(end // 4 * 4, end))
-        at = torch.tensor(tail, dtype=torch.int64, device=device)
-        return cls(guards, poisons, at, at % 4, torch.tensor(poison_tail, dtype=torch.int64, device=device),
-                   torch.tensor(poison_bytes, dtype=torch.uint8, device=device), device)
+        return cls(guards, poisons, tail, poison_tail, poison_bytes, device)
 
-    def _guard_pieces(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._guard_blocks is None:
-            self._guard_blocks = _blocks(self.guards, self.device)
-        return self._guard_blocks
+    def table(self, name: str, values: Sequence[int], dtype: torch.dtype = torch.int64) -> torch.Tensor:
+        """A device copy of a host list, made once per layout (a launch may not wait on a copy)."""
+        if name not in self._tables:
+            self._tables[name] = torch.tensor(list(values), dtype=dtype, device=self.device)
+        return self._tables[name]
 
-    def fill_guards(self, words: torch.Tensor, word: int) -> None:
-        lo, hi = self._guard_pieces()
-        if lo.numel():
-            _fill_words_kernel[(lo.numel(),)](words, lo, hi, lo, _signed(word, 32), PER_BLOCK=False,
-                                              BLOCK=_BLOCK_WORDS)
+    def arm(self, slab: torch.Tensor, word: int, pattern: bytes, poisoned: bool) -> None:
+        """One launch: every guard word, every poisoned word and every odd byte."""
+        guards = [(a, b, -1) for a, b in self.guards]
+        poisons = [(a, b, _signed(w, 32)) for a, b, w in self.poisons]
+        lo, hi, value = _blocks(guards + poisons)
+        if not lo:
+            return
+        at = self.tail_at + self.poison_tail_at
+        tail_bytes = [pattern[i % 4] for i in self.tail_at] + [b * poisoned for b in self.poison_tail_bytes]
+        _arm_kernel[(len(lo),)](
+            slab.view(torch.int32), slab, self.table("arm.lo", lo), self.table("arm.hi", hi),
+            self.table("arm.value", value, torch.int32), _signed(word, 32), int(poisoned),
+            self.table(f"arm.tail.{word}.{poisoned}", at), self.table(f"arm.bytes.{word}.{poisoned}", tail_bytes,
+                                                                       torch.uint8),
+            len(at), BLOCK=_BLOCK_WORDS, TAIL=triton.next_power_of_2(max(len(at), 1)))
 
-    def fill_poison(self, words: torch.Tensor, poisoned: bool) -> None:
-        if self._poison_blocks is None:
-            lo, hi = _blocks([(a, b) for a, b, _ in self.poisons], self.device)
-            words_of = [_signed(w, 32) for a, b, w in self.poisons for _ in range(a, b, _BLOCK_WORDS)]
-            self._poison_blocks = (lo, hi, torch.tensor(words_of, dtype=torch.int32, device=self.device))
-        lo, hi, value = self._poison_blocks
-        if lo.numel():
-            _fill_words_kernel[(lo.numel(),)](words, lo, hi, value if poisoned else torch.zeros_like(value), 0,
-                                              PER_BLOCK=True, BLOCK=_BLOCK_WORDS)
-
-    def count_changed(self, words: torch.Tensor, word: int, flag: torch.Tensor) -> torch.Tensor:
-        """A 0-dim bool on the device: whether any guard word differs from `word` (no sync here)."""
-        lo, hi = self._guard_pieces()
-        if lo.numel():
-            _count_changed_kernel[(lo.numel(),)](words, lo, hi, _signed(word, 32), flag, BLOCK=_BLOCK_WORDS)
-        return flag[0] > 0
+    def count_changed(self, slab: torch.Tensor, word: int, pattern: bytes, flag: torch.Tensor) -> None:
+        """One launch: add to `flag` the guard words and odd bytes that differ from the fill."""
+        lo, hi, _ = _blocks([(a, b, 0) for a, b in self.guards])
+        if not lo:
+            return
+        _check_kernel[(len(lo),)](
+            slab.view(torch.int32), slab, self.table("check.lo", lo), self.table("check.hi", hi), _signed(word, 32),
+            flag, self.table("check.tail", self.tail_at),
+            self.table(f"check.bytes.{word}", [pattern[i % 4] for i in self.tail_at], torch.uint8),
+            len(self.tail_at), BLOCK=_BLOCK_WORDS, TAIL=triton.next_power_of_2(max(len(self.tail_at), 1)))
 
 
-class GuardBudgetError(RuntimeError):
-    """The slab cannot hold a buffer even with the smallest guard."""
+class GuardBudgetError(Exception):
+    """The slab cannot hold a buffer even with the smallest guard (not a RuntimeError: no op raised it)."""
 
 
 def call_site() -> tuple[str, str] | None:
@@ -243,13 +261,14 @@ def call_site() -> tuple[str, str] | None:
 class Guards:
     """A red-zoned slab on one device, and the findings of every check made on it."""
 
-    def __init__(self, device: torch.device | str, budget: int, *, cover: int = 0, min_guard: int = _MIN_GUARD,
-                 ratio: int = _RATIO) -> None:
+    def __init__(self, device: torch.device | str, budget: int, *, cover: int | Mapping[int, tuple[int, int]] = 0,
+                 min_guard: int = _MIN_GUARD, ratio: int = _RATIO) -> None:
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.budget = _round_up(budget, _ALIGN)
-        self.cover = cover  # bytes of overflow the footprint predicts: every guard holds at least this
+        # Bytes of overflow the footprint predicts (see _cover).
+        self.cover = cover
         self.min_guard = min_guard
         self.ratio = ratio
         self.buffers: list[Buffer] = []
@@ -261,6 +280,7 @@ class Guards:
         self._slab: torch.Tensor | None = None
         self._flag: torch.Tensor | None = None
         self._layout: _Layout | None = None
+        self._patterns: dict[int, torch.Tensor] = {}
         self._findings: dict[tuple[int | None, str, str, Side], _Finding] = {}
         self._label: str | None = None
         self._name: str | None = None
@@ -280,8 +300,18 @@ class Guards:
         assert self._slab is not None
         return self._slab
 
+    def _cover(self, nbytes: int) -> int:
+        """The predicted overflow this buffer's guard must hold: every buffer's for an int cover; per
+        capture-size tag, only the buffer of the footprint's size (the stage1 output) for a mapping."""
+        if self._name is not None:
+            return 0  # the harness's own static inputs: the op only reads them
+        if isinstance(self.cover, int):
+            return self.cover
+        alloc, overflow = self.cover.get(self._tag, (0, 0)) if self._tag is not None else (0, 0)
+        return overflow if nbytes == alloc else 0
+
     def _guard_size(self, nbytes: int) -> int:
-        return _round_up(max(self.min_guard, self.ratio * nbytes, self.cover), _ALIGN)
+        return _round_up(max(self.min_guard, self.ratio * nbytes, self._cover(nbytes)), _ALIGN)
 
     def allocate(self, nbytes: int, name: str, site: str, row_bytes: int | None, *, empty_itemsize: int | None = None,
                  capturing: bool = False) -> Buffer:
@@ -295,15 +325,19 @@ class Guards:
         body = _round_up(max(nbytes, 1), 4)
         guard = want
         free = self.budget - self._used
-        if 2 * guard + _round_up(body, _ALIGN) > free:
-            guard = (free - _round_up(body, _ALIGN)) // 2 // _ALIGN * _ALIGN
-            floor = _round_up(max(self.cover, 4), _ALIGN)
-            if guard < floor:
+        if 2 * guard + _round_up(body, _ALIGN) > free // 4:
+            # Short of room: the guard the footprint needs (or 2 MiB) if it fits, else an eighth of what
+            # is left, so that the buffers after this one still get guards.
+            guard = _round_up(max(self.min_guard, self._cover(nbytes)), _ALIGN)
+            if 2 * guard + _round_up(body, _ALIGN) > free:
+                guard = (free - _round_up(body, _ALIGN)) // 16 // _ALIGN * _ALIGN
+            if guard < _ALIGN:
                 raise GuardBudgetError(
                     f"guard budget {self.budget:,} B exhausted at {name} ({site}): {nbytes:,} B needs "
-                    f"{2 * floor + body:,} B, {free:,} B left")
-            self.notes.append(f"not fully guarded: {name} ({site}) has {guard:,} B guards, {want:,} B wanted "
-                              f"(guard budget {self.budget:,} B)")
+                    f"{2 * _ALIGN + body:,} B, {free:,} B left")
+            if guard < want:
+                self.notes.append(f"not fully guarded: {name} ({site}) has {guard:,} B guards, {want:,} B wanted "
+                                  f"(guard budget {self.budget:,} B)")
         start = self._used + guard
         right = _round_up(start + body, _ALIGN) + guard - (start + nbytes)
         poison = _POISON_WORD.get(empty_itemsize or 0) if empty_itemsize else None
@@ -390,22 +424,25 @@ class Guards:
         return self._layout
 
     def _pattern(self, word: int) -> torch.Tensor:
-        return torch.tensor(list(word.to_bytes(4, "little")), dtype=torch.uint8, device=self.device)
+        if word not in self._patterns:
+            self._patterns[word] = torch.tensor(list(word.to_bytes(4, "little")), dtype=torch.uint8,
+                                                device=self.device)
+        return self._patterns[word]
 
     def _arm_with(self, layout: _Layout, word: int) -> None:
-        words = self.slab.view(torch.int32)
+        pattern = word.to_bytes(4, "little")
         if self.device.type == "cuda":
-            layout.fill_guards(words, word)
-            layout.fill_poison(words, self._poisoned)
-        else:
-            for lo, hi in layout.guards:
-                words[lo:hi].fill_(_signed(word, 32))
-            for lo, hi, poison in layout.poisons:
-                words[lo:hi].fill_(_signed(poison, 32) if self._poisoned else 0)
-        if layout.tail_at.numel():
-            self.slab[layout.tail_at] = self._pattern(word)[layout.tail_phase]
-        if layout.poison_tail_at.numel():
-            self.slab[layout.poison_tail_at] = layout.poison_tail_bytes if self._poisoned else 0
+            layout.arm(self.slab, word, pattern, self._poisoned)
+            return
+        words = self.slab.view(torch.int32)
+        for lo, hi in layout.guards:
+            words[lo:hi].fill_(_signed(word, 32))
+        for lo, hi, poison in layout.poisons:
+            words[lo:hi].fill_(_signed(poison, 32) if self._poisoned else 0)
+        for at in layout.tail_at:
+            self.slab[at] = pattern[at % 4]
+        for at, byte in zip(layout.poison_tail_at, layout.poison_tail_bytes, strict=True):
+            self.slab[at] = byte if self._poisoned else 0
 
     def arm(self, fill: Fill) -> None:
         """Write `fill` into every guard and poison every `empty` buffer: before each run, outside capture."""
@@ -415,13 +452,16 @@ class Guards:
     def dirty(self) -> bool:
         """Whether any guard byte differs from the armed fill: one pass over the guards, one host sync."""
         layout, word = self.layout, self._words[self.fill]
-        words = self.slab.view(torch.int32)
-        tail = (self.slab[layout.tail_at] != self._pattern(word)[layout.tail_phase]).any()
+        pattern = word.to_bytes(4, "little")
         if self.device.type == "cuda":
             assert self._flag is not None
             self._flag.zero_()
-            return bool(layout.count_changed(words, word, self._flag) | tail)
-        return bool(tail) or any(bool((words[lo:hi] != _signed(word, 32)).any()) for lo, hi in layout.guards)
+            layout.count_changed(self.slab, word, pattern, self._flag)
+            return bool(self._flag.item())
+        words = self.slab.view(torch.int32)
+        tail = self.slab[layout.tail_at].tolist() if layout.tail_at else []
+        return (any(got != pattern[at % 4] for at, got in zip(layout.tail_at, tail, strict=True))
+                or any(bool((words[lo:hi] != _signed(word, 32)).any()) for lo, hi in layout.guards))
 
     def check(self, phase: str, op: str | None = None) -> bool:
         """Record what changed in the guards since they were armed; True if anything did."""
@@ -434,27 +474,25 @@ class Guards:
                 expected = pattern.repeat((hi - lo) // 4 + 2)[lo % 4: lo % 4 + hi - lo]
                 changed = self.slab[lo:hi] != expected
                 if bool(changed.any()):
-                    self._record(buf, side, changed.cpu(), phase, op)  # type: ignore[arg-type]
+                    self._record(buf, side, _pack(changed), phase, op)  # type: ignore[arg-type]
         return True
 
-    def _record(self, buf: Buffer, side: Side, changed: torch.Tensor, phase: str, op: str | None) -> None:
+    def _record(self, buf: Buffer, side: Side, bits: torch.Tensor, phase: str, op: str | None) -> None:
         key = (buf.tag, buf.name, buf.site, side)
         found = self._findings.get(key)
-        if found is None or found.mask.numel() != changed.numel():
-            self._findings[key] = found = _Finding(buf, side, torch.zeros_like(changed), op)
-        new = bool((changed & ~found.mask).any())
-        if found.op is None and new:
-            found.op = op
-        found.mask |= changed
+        if found is None or found.bits.numel() != bits.numel():
+            self._findings[key] = found = _Finding(buf, side, bits, op)
+        elif found.op is None and bool((bits & ~found.bits).any()):
+            found.op = op  # the first op to change bytes nobody had
+        found.bits |= bits
         if phase not in found.phases:
             found.phases.append(phase)
 
     def record_range(self, buf: Buffer, side: Side, lo: int, hi: int, phase: str, op: str) -> None:
         """Record bytes [lo, hi) of a guard as written without running anything (graph audit)."""
         span = buf.left if side == "underflow" else buf.right
-        changed = torch.zeros(span, dtype=torch.bool)
-        changed[max(lo, 0): min(hi, span)] = True
-        self._record(buf, side, changed, phase, op)
+        at = torch.arange(span, device=self.device)
+        self._record(buf, side, _pack((at >= lo) & (at < hi)), phase, op)
 
     def owner(self, address: int) -> Buffer | None:
         """The buffer whose arena (guards included) holds a device address, if any."""
@@ -470,22 +508,46 @@ class Guards:
         for found in self._findings.values():
             if tag is not None and found.buffer.tag != tag:
                 continue
-            idx = torch.nonzero(found.mask).flatten()
-            if not idx.numel():
-                continue
             buf = found.buffer
-            if found.side == "overflow":
-                first, last = int(idx[0]), int(idx[-1])
-                offsets = idx
-            else:
-                first, last = int(idx[0]) - buf.left, int(idx[-1]) - buf.left
-                offsets = idx - buf.left
+            nonzero = torch.nonzero(found.bits).flatten()
+            if not nonzero.numel():
+                continue
+            first_byte, last_byte = int(nonzero[0]), int(nonzero[-1])
+            first = 8 * first_byte + _lowest_bit(int(found.bits[first_byte]))
+            last = 8 * last_byte + int(found.bits[last_byte]).bit_length() - 1
+            count = int(_POPCOUNT.to(found.bits.device)[found.bits.long()].sum())
+            base = 0 if found.side == "overflow" else buf.left  # guard index of the buffer's edge
             rows = None
             if buf.row_bytes:
-                rows = len(set(torch.div(offsets, buf.row_bytes, rounding_mode="floor").tolist()))
-            out.append(Violation(buf.name, buf.site, found.side, first, last, int(idx.numel()), rows, buf.nbytes,
+                if buf.row_bytes % 8 == 0 and base % 8 == 0:  # each packed byte lies in one row
+                    row_of = torch.div(8 * nonzero - base, buf.row_bytes, rounding_mode="floor")
+                    rows = int(torch.unique(row_of).numel())
+                else:
+                    offsets = torch.nonzero(_unpack(found.bits)).flatten() - base
+                    rows = int(torch.unique(torch.div(offsets, buf.row_bytes, rounding_mode="floor")).numel())
+            out.append(Violation(buf.name, buf.site, found.side, first - base, last - base, count, rows, buf.nbytes,
                                  found.op, tuple(found.phases)))
         return tuple(sorted(out, key=lambda v: (-v.extent, v.buffer, v.side)))
+
+
+_POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.int64)
+
+
+def _lowest_bit(byte: int) -> int:
+    return (byte & -byte).bit_length() - 1
+
+
+def _pack(changed: torch.Tensor) -> torch.Tensor:
+    """bool (n,) -> uint8 (ceil(n/8),), bit i of byte j for element 8j+i: a 60 MB guard keeps 7.5 MB."""
+    pad = -changed.numel() % 8
+    bits = torch.nn.functional.pad(changed.to(torch.uint8), (0, pad)).view(-1, 8)
+    shifts = torch.arange(8, dtype=torch.uint8, device=changed.device)
+    return (bits << shifts).sum(dim=1, dtype=torch.uint8)
+
+
+def _unpack(bits: torch.Tensor) -> torch.Tensor:
+    shifts = torch.arange(8, dtype=torch.uint8, device=bits.device)
+    return ((bits[:, None] >> shifts) & 1).flatten().bool()
 
 
 # -- the factory interceptor ----------------------------------------------------------------------

@@ -70,7 +70,7 @@ def test_other_devices_and_grad_tensors_pass_through(device):
 
 
 def test_guards_cover_16x_the_buffer_and_at_least_2_mib(device):
-    guards = _guards(device, budget=256 * MIB)
+    guards = _guards(device, budget=1024 * MIB)
     with GuardMode(guards):
         small = torch.empty(100, device=device)
         large = torch.empty(1 << 20, device=device)  # 4 MiB: 64 MiB guards
@@ -87,15 +87,20 @@ def test_cover_grows_the_guard_and_a_small_budget_says_so(device):
     with GuardMode(grown):
         torch.empty(10, device=device)
     assert grown.buffers[0].right >= 5 * MIB
+    per_size = _guards(device, budget=64 * MIB, cover={4: (4000, 5 * MIB)})  # only the footprint's buffer
+    with per_size.tagged(4), GuardMode(per_size):
+        torch.empty(1000, device=device)
+        torch.empty(1001, device=device)
+    assert [b.right >= 5 * MIB for b in per_size.buffers] == [True, False]
     tight = _guards(device, budget=3 * MIB)
     with GuardMode(tight):
         torch.empty(10, device=device)
     assert tight.buffers[0].right < 2 * MIB
     assert len(tight.notes) == 1
     assert tight.notes[0].startswith("not fully guarded: ")
-    starved = _guards(device, budget=MIB, cover=MIB)
+    starved = _guards(device, budget=MIB)
     with pytest.raises(GuardBudgetError, match="exhausted"), GuardMode(starved):
-        torch.empty(10, device=device)
+        torch.empty(MIB // 4, device=device)
 
 
 @pytest.mark.parametrize("fill", ["nan", "dense"])
