@@ -325,6 +325,10 @@ def run_protocol(workloads: Mapping[int, Workload], guards: Guards, backend: Bac
             size.outcome.error, size.outcome.error_kind = str(err), "capture-error"
             if "invalid argument" in str(err):
                 size.outcome.notes.append("invalid argument at capture end: probably a memset past its allocation")
+        except GuardBudgetError:
+            raise
+        except Exception as err:  # noqa: BLE001 - the re-execution backend runs the op while capturing
+            size.outcome.error, size.outcome.error_kind = f"{type(err).__name__}: {_first_line(err)}", "crash"
     for r in range(replays):
         for size in (s for s in sizes if s.graph is not None and s.outcome.error is None):
             _replay(size, r, guards, backend)

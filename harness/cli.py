@@ -151,8 +151,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             try:
                 results.extend(run_cases(cases, dev, budget=args.guard_budget, replays=args.replays))
             except GuardBudgetError as err:
-                raise bad_value("--guard-budget", "", f"{(args.guard_budget or 0) / (1 << 30):g} GiB",
-                                "a larger budget", str(err)) from err
+                shown = f"{args.guard_budget / (1 << 30):g} GiB" if args.guard_budget else "the default"
+                raise bad_value("--guard-budget", "", shown, "a budget the case fits in and the device holds",
+                                str(err)) from err
             finally:
                 if args.json is not None:
                     _write_json(args.json, results)

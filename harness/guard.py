@@ -195,37 +195,40 @@ class _Layout:
                 poison_bytes.extend(pattern[i % 4] for i in range(end // 4 * 4, end))
         return cls(guards, poisons, tail, poison_tail, poison_bytes, device)
 
-    def table(self, name: str, values: Sequence[int], dtype: torch.dtype = torch.int64) -> torch.Tensor:
-        """A device copy of a host list, made once per layout (a launch may not wait on a copy)."""
+    def table(self, name: str, values: Callable[[], Sequence[int]], dtype: torch.dtype = torch.int64) -> torch.Tensor:
+        """A device copy of a host list, built and copied once per layout: a DeepSeek-V3 slab has
+        thousands of blocks, and listing them per call cost 1.8 ms."""
         if name not in self._tables:
-            self._tables[name] = torch.tensor(list(values), dtype=dtype, device=self.device)
+            self._tables[name] = torch.tensor(list(values()), dtype=dtype, device=self.device)
         return self._tables[name]
+
+    def _arm_blocks(self) -> tuple[list[int], list[int], list[int]]:
+        return _blocks([(a, b, -1) for a, b in self.guards] + [(a, b, _signed(w, 32)) for a, b, w in self.poisons])
 
     def arm(self, slab: torch.Tensor, word: int, pattern: bytes, poisoned: bool) -> None:
         """One launch: every guard word, every poisoned word and every odd byte."""
-        guards = [(a, b, -1) for a, b in self.guards]
-        poisons = [(a, b, _signed(w, 32)) for a, b, w in self.poisons]
-        lo, hi, value = _blocks(guards + poisons)
-        if not lo:
+        lo = self.table("arm.lo", lambda: self._arm_blocks()[0])
+        if not lo.numel():
             return
         at = self.tail_at + self.poison_tail_at
-        tail_bytes = [pattern[i % 4] for i in self.tail_at] + [b * poisoned for b in self.poison_tail_bytes]
-        _arm_kernel[(len(lo),)](
-            slab.view(torch.int32), slab, self.table("arm.lo", lo), self.table("arm.hi", hi),
-            self.table("arm.value", value, torch.int32), _signed(word, 32), int(poisoned),
-            self.table(f"arm.tail.{word}.{poisoned}", at), self.table(f"arm.bytes.{word}.{poisoned}", tail_bytes,
-                                                                       torch.uint8),
+        _arm_kernel[(lo.numel(),)](
+            slab.view(torch.int32), slab, lo, self.table("arm.hi", lambda: self._arm_blocks()[1]),
+            self.table("arm.value", lambda: self._arm_blocks()[2], torch.int32), _signed(word, 32), int(poisoned),
+            self.table("arm.tail", lambda: at),
+            self.table(f"arm.bytes.{word}.{poisoned}", lambda: [pattern[i % 4] for i in self.tail_at]
+                       + [b * poisoned for b in self.poison_tail_bytes], torch.uint8),
             len(at), BLOCK=_BLOCK_WORDS, TAIL=triton.next_power_of_2(max(len(at), 1)))
 
     def count_changed(self, slab: torch.Tensor, word: int, pattern: bytes, flag: torch.Tensor) -> None:
         """One launch: add to `flag` the guard words and odd bytes that differ from the fill."""
-        lo, hi, _ = _blocks([(a, b, 0) for a, b in self.guards])
-        if not lo:
+        lo = self.table("check.lo", lambda: _blocks([(a, b, 0) for a, b in self.guards])[0])
+        if not lo.numel():
             return
-        _check_kernel[(len(lo),)](
-            slab.view(torch.int32), slab, self.table("check.lo", lo), self.table("check.hi", hi), _signed(word, 32),
-            flag, self.table("check.tail", self.tail_at),
-            self.table(f"check.bytes.{word}", [pattern[i % 4] for i in self.tail_at], torch.uint8),
+        _check_kernel[(lo.numel(),)](
+            slab.view(torch.int32), slab, lo,
+            self.table("check.hi", lambda: _blocks([(a, b, 0) for a, b in self.guards])[1]),
+            _signed(word, 32), flag, self.table("check.tail", lambda: self.tail_at),
+            self.table(f"check.bytes.{word}", lambda: [pattern[i % 4] for i in self.tail_at], torch.uint8),
             len(self.tail_at), BLOCK=_BLOCK_WORDS, TAIL=triton.next_power_of_2(max(len(self.tail_at), 1)))
 
 
@@ -291,7 +294,10 @@ class Guards:
     def reserve(self) -> None:
         """Allocate the slab now: before any capture, which may not allocate outside its pool."""
         if self._slab is None:
-            self._slab = torch.empty(self.budget, dtype=torch.uint8, device=self.device)
+            try:
+                self._slab = torch.empty(self.budget, dtype=torch.uint8, device=self.device)
+            except torch.OutOfMemoryError as err:
+                raise GuardBudgetError(f"a guard slab of {self.budget:,} B does not fit in device memory") from err
             self._flag = torch.zeros(1, dtype=torch.int32, device=self.device)
 
     @property

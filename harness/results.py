@@ -38,6 +38,8 @@ class CaseResult:
     policy: str
     capture_size: int
     seed: int
+    block_m: int
+    splitk: int  # the split aiter picks (or the scenario forces) at this size; 0 or 1: no split
     backend: str  # "cuda-graph", or "reexec" on CPU (see harness.capture)
     verdict: Verdict
     expected: Verdict
