@@ -79,7 +79,8 @@ def run_cases(cases: Sequence[CaseSpec], device: torch.device, *, budget: int | 
         passed, reason = meets(verdict, case.expect, violations, predicted, outcome)
         results.append(CaseResult(
             scenario=case.scenario, policy=case.policy.value, capture_size=case.tokens, seed=case.seed,
-            block_m=case.block_m, splitk=case.splitk, backend=backend.name, verdict=verdict, expected=case.expect, passed=passed, reason=reason,
+            block_m=case.block_m, splitk=case.splitk, backend=backend.name, verdict=verdict, expected=case.expect,
+            passed=passed, reason=reason,
             violations=violations, max_rel_err=max_rel_err(outcome), tolerance=workloads[case.tokens].tolerance,
             eager_us=_median(outcome.eager_us), replay_us=_median(outcome.replay_us),
             predicted_overflow_bytes=predicted, error=outcome.error, notes=tuple(outcome.notes + guards.notes),
