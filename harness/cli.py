@@ -12,9 +12,11 @@ from typing import NoReturn, TypeAlias
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from harness.bugs_cmd import add_list, add_reproduce, add_schema
 from harness.errors import BadInput, bad_value, display_path, one_line
 from harness.footprint import footprint_rows
 from harness.guard import GuardBudgetError
+from harness.report_cmd import add_report
 from harness.results import CaseResult
 from harness.scenario import Profile, Scenario, capture_sizes, find_scenario_dir, load_scenarios, scenario_files
 from kernels.contracts import Policy
@@ -198,7 +200,8 @@ def _add_footprint(sub: Subparsers) -> None:
 
 
 # One registrar per subcommand: adding a command is one function here plus its entry below.
-_SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_footprint, _add_run)
+_SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
+    _add_footprint, _add_run, add_reproduce, add_list, add_schema, add_report)
 
 
 def build_parser() -> argparse.ArgumentParser:
