@@ -220,7 +220,7 @@ class MemsetPastAllocationWhenCaptured(ThirdParty):
         return out
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="instantiation errors need a CUDA graph")
+@pytest.mark.gpu  # instantiation errors need a CUDA graph
 def test_invalid_argument_at_instantiation_is_a_capture_error(device, seed):
     guards = Guards(device, 64 * MIB)
     outcome = run_protocol({4: MemsetPastAllocationWhenCaptured(device)}, guards, CudaGraphBackend(), seed=seed)[4]

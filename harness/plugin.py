@@ -1,0 +1,300 @@
+"""pytest plugin: each scenario YAML is a pytest.File, each case (scenario x policy x size) an Item.
+
+Registered as the `graph_harness` pytest11 entry point. Node ids read
+`scenarios/deepseek_v3.yaml::deepseek-v3-ep-decode[original-T1]`. Collection reads YAML only
+and never touches CUDA; cu_num "device" and the kernels are resolved when an item runs. Results
+cross xdist on `user_properties`, and the controller prints one summary table at the end.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from harness.errors import BadInput
+from harness.ledger import LEDGER_FILE, Ledger, LedgerEntry, load_ledger
+from harness.results import CaseResult
+from harness.scenario import Profile, Scenario, capture_sizes, find_scenario_dir, load_scenarios
+from kernels.contracts import Policy
+
+_PROPERTY = "graph_harness"  # the user_properties key a result travels under
+_DEVICE_PROPERTY = "graph_harness_device"
+_SUMMARY_WIDTH = 120
+_SLOW_TOKENS = 64  # capture sizes above this are `slow`: each runs seconds on a GPU, minutes on CPU
+_NOT_SCENARIOS = {LEDGER_FILE, "bugs.yaml"}
+
+
+def _gpu_present() -> bool:
+    """Whether a GPU is visible, asked through NVML: collection must not initialise CUDA."""
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _profile() -> Profile:
+    return "gpu" if _gpu_present() else "cpu"
+
+
+# -- device pinning ---------------------------------------------------------------------------------
+
+def worker_device(worker: str | None, device_count: int) -> int | None:
+    """The GPU an xdist worker (`gw3`) keeps to: worker index modulo the visible GPUs; None alone."""
+    if worker is None or device_count < 2 or not worker.startswith("gw"):
+        return None
+    return int(worker[2:]) % device_count
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the markers; on a multi-GPU host pin this worker's device before any CUDA call."""
+    for line in ("gpu: needs a GPU (skipped without one)", "cpu: runs on the CPU profile",
+                 "slow: a capture size above 64 tokens", "bug(id): a variant of a registered bug",
+                 "tolerated(cite): a known failure from the ledger; it must still fail"):
+        config.addinivalue_line("markers", line)
+    if _gpu_present():
+        import torch
+
+        index = worker_device(os.environ.get("PYTEST_XDIST_WORKER"), torch.cuda.device_count())
+        if index is not None:
+            torch.cuda.set_device(index)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Hardware needs, resolved in one place: `gpu` items skip without a GPU."""
+    if _gpu_present():
+        return
+    skip = pytest.mark.skip(reason="needs a GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+# -- collection -------------------------------------------------------------------------------------
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """Scenario YAML files under the scenario folder become ScenarioFiles."""
+    if file_path.suffix != ".yaml" or file_path.name in _NOT_SCENARIOS:
+        return None
+    try:
+        scenario_dir = find_scenario_dir().resolve()
+    except BadInput:
+        return None
+    if file_path.resolve().parent != scenario_dir:
+        return None
+    return ScenarioFile.from_parent(parent, path=file_path)
+
+
+class ScenarioFile(pytest.File):
+    """One scenarios/*.yaml: its cases, in sorted, deterministic order (xdist workers must agree)."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        try:
+            scenarios = load_scenarios([self.path])
+        except BadInput as err:
+            raise self.CollectError(str(err)) from None
+        ledger = _ledger(self.config)
+        profile = _profile()
+        for scenario_id in sorted(scenarios):
+            scenario = scenarios[scenario_id]
+            for policy in (p for p in Policy if p in scenario.policies):
+                for tokens in capture_sizes(scenario, profile):
+                    item = CaseItem.from_parent(self, name=f"{scenario_id}[{policy.value}-T{tokens}]",
+                                                scenario_id=scenario_id, scenario=scenario, policy=policy,
+                                                tokens=tokens, profile=profile)
+                    item.add_marker(pytest.mark.gpu if profile == "gpu" else pytest.mark.cpu)
+                    if tokens > _SLOW_TOKENS:
+                        item.add_marker(pytest.mark.slow)
+                    entry = ledger.find(scenario_id, policy.value, tokens)
+                    if entry is not None:
+                        item.ledger_entry = entry
+                        if entry.status == "tolerated":
+                            item.add_marker(pytest.mark.tolerated(entry.cites))
+                    yield item
+
+
+class CaseFailure(Exception):
+    """A case that did not meet its expectation; carries its result for the report."""
+
+    def __init__(self, result: CaseResult) -> None:
+        super().__init__(result.reason)
+        self.result = result
+
+
+class CaseItem(pytest.Item):
+    """One case: scenario x policy x capture size, at the scenario's seed."""
+
+    def __init__(self, *, scenario_id: str, scenario: Scenario, policy: Policy, tokens: int, profile: Profile,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scenario_id = scenario_id
+        self.scenario = scenario
+        self.policy = policy
+        self.tokens = tokens
+        self.profile = profile
+        self.ledger_entry: LedgerEntry | None = None
+
+    def runtest(self) -> None:
+        result = self._quarantined() if self._is_quarantined() else self._in_process()
+        self.user_properties.append((_PROPERTY, json.dumps(result.record())))
+        tolerated = self.ledger_entry is not None and self.ledger_entry.status == "tolerated"
+        if tolerated and result.passed:
+            raise CaseFailure(_with_reason(result, f"tolerated by the ledger ({self.ledger_entry.cites}) "  # type: ignore[union-attr]
+                                                   "but it passed: remove the entry"))
+        if tolerated:
+            pytest.xfail(f"tolerated ({self.ledger_entry.cites}): {result.reason}")  # type: ignore[union-attr]
+        if not result.passed:
+            raise CaseFailure(result)
+
+    def _is_quarantined(self) -> bool:
+        return self.ledger_entry is not None and self.ledger_entry.status == "quarantined"
+
+    def _in_process(self) -> CaseResult:
+        from harness.run import resolve_cases, run_cases
+        from kernels._triton import device
+
+        dev = device()
+        self.user_properties.append((_DEVICE_PROPERTY, str(dev)))
+        (case,) = resolve_cases(self.scenario_id, self.scenario, self.policy, [self.tokens], self.profile)
+        (result,) = run_cases([case], dev)
+        return result
+
+    def _quarantined(self) -> CaseResult:
+        """A crash class never launches in-process: the case runs in a child process."""
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "result.json"
+            argv = [sys.executable, "-m", "harness.cli", "run", self.scenario_id, "--policy", self.policy.value,
+                    "--sizes", str(self.tokens), "--json", str(out)]
+            if self.scenario.source is not None:
+                argv += ["--scenarios", str(self.scenario.source.parent)]
+            child = subprocess.run(argv, capture_output=True, text=True, check=False)
+            records = json.loads(out.read_text()) if out.exists() and out.stat().st_size else []
+        if records:
+            return CaseResult.from_record(records[0])
+        raise CaseCrash(f"quarantined case exited {child.returncode} with no result: "
+                        f"{(child.stderr.strip().splitlines() or [''])[-1]}")
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        """A compact table of the violations and diagnostics, and one repro line; no traceback."""
+        if isinstance(excinfo.value, CaseFailure):
+            return _failure_text(excinfo.value.result)
+        if isinstance(excinfo.value, CaseCrash):
+            return f"{excinfo.value}\n{self.repro()}"
+        return str(super().repr_failure(excinfo))
+
+    def repro(self) -> str:
+        return (f"repro: graph-harness run {self.scenario_id} --policy {self.policy.value} --sizes {self.tokens} "
+                f"--seed {self.scenario.seed}")
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, f"{self.scenario_id} {self.policy.value} T={self.tokens}"
+
+
+class CaseCrash(Exception):
+    """A quarantined case's child process died without writing a result."""
+
+
+def _with_reason(result: CaseResult, reason: str) -> CaseResult:
+    import dataclasses
+
+    return dataclasses.replace(result, passed=False, reason=reason)
+
+
+def _failure_text(result: CaseResult) -> str:
+    from reports.tables import violation_table
+
+    console = Console(width=_SUMMARY_WIDTH, no_color=True, record=True, file=io.StringIO())
+    lines = [f"{result.scenario} {result.policy} T={result.capture_size}: expected {result.expected}, "
+             f"verdict {result.verdict} ({result.backend} on {result.env.device})", result.reason]
+    if result.violations:
+        console.print(violation_table(result))
+        lines.append(console.export_text().rstrip())
+    if result.max_rel_err is not None:
+        lines.append(f"max rel L2 error {result.max_rel_err:.3e} (tolerance {result.tolerance:g})")
+    lines.extend(f"note: {note}" for note in result.notes)
+    if result.error:
+        lines.append(f"error: {result.error}")
+    lines.append(f"repro: graph-harness run {result.scenario} --policy {result.policy} --sizes {result.capture_size} "
+                 f"--seed {result.seed}")
+    return "\n".join(lines)
+
+
+# -- the ledger ------------------------------------------------------------------------------------
+
+def _ledger(config: pytest.Config) -> Ledger:
+    cached = getattr(config, "_graph_harness_ledger", None)
+    if cached is None:
+        try:
+            cached = load_ledger(find_scenario_dir() / LEDGER_FILE)
+        except BadInput as err:
+            raise pytest.UsageError(str(err)) from None
+        config._graph_harness_ledger = cached  # type: ignore[attr-defined]
+    return cached
+
+
+# -- results across xdist, and the summary --------------------------------------------------------
+
+class _Collector:
+    """Gathers results from every report (the controller's under xdist) for the summary."""
+
+    def __init__(self) -> None:
+        self.results: list[CaseResult] = []
+        self.devices: dict[str, set[str]] = {}
+        self.gpu_items = 0
+        self.gpu_ran = 0
+
+    @pytest.hookimpl
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call" or (report.when == "setup" and report.skipped):
+            if "gpu" in report.keywords:
+                self.gpu_items += 1
+                self.gpu_ran += not report.skipped
+        if report.when != "call":
+            return
+        worker = getattr(report, "node", None)
+        worker_id = getattr(worker, "gateway", None)
+        for key, value in report.user_properties:
+            if key == _PROPERTY:
+                self.results.append(CaseResult.from_record(json.loads(str(value))))
+            elif key == _DEVICE_PROPERTY:
+                self.devices.setdefault(str(worker_id.id if worker_id else "main"), set()).add(str(value))
+
+    @pytest.hookimpl
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.results:
+            return
+        from reports.tables import run_table
+
+        console = Console(width=_SUMMARY_WIDTH, file=terminalreporter._tw, force_terminal=False, no_color=True)
+        terminalreporter.section("graph-harness")
+        for scenario_id in sorted({r.scenario for r in self.results}):
+            rows = sorted((r for r in self.results if r.scenario == scenario_id),
+                          key=lambda r: (list(Policy).index(Policy(r.policy)), r.capture_size))
+            console.print(run_table(rows, title=f"{scenario_id} on {rows[0].env.device}, {rows[0].backend}"))
+        for worker, devices in sorted(self.devices.items()):
+            terminalreporter.write_line(f"worker {worker}: device {', '.join(sorted(devices))}")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            return  # workers report; the controller decides
+        if _gpu_present() and self.gpu_items and not self.gpu_ran:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(f"graph-harness: all {self.gpu_items} GPU items skipped on a GPU machine", red=True)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Validate the ledger before collecting (a bad one is a usage error), and start gathering results."""
+    _ledger(session.config)
+    session.config.pluginmanager.register(_Collector(), "graph_harness_results")

@@ -1,0 +1,146 @@
+"""The pytest plugin, through pytester: collection, outcomes, failure reports, xdist, markers, the ledger."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from harness.plugin import worker_device
+
+pytest_plugins = ["pytester"]
+
+# Small enough to run a case in about a second on CPU: K=512, N=128, E=8, topk=2, split-K 2,
+# KBatch 512/(2*128) = 2, so the original policy's memset overruns and pr2551 is clean.
+TINY = """\
+tiny-split:
+  why: a tiny split-K layer, so that the plugin's own tests run in seconds on CPU
+  model: {hidden: 512, inter: 128, experts: 8, topk: 2}
+  dtype: bf16
+  quant: per_1x128
+  block_m: 16
+  splitk: 2
+  cu_num: 256
+  capture_sizes: [1, 2]
+  contract: {k_per_block: 128}
+  policies: {original: oob-write, pr2551: clean}
+  seed: 5
+"""
+IDS = [f"scenarios/tiny.yaml::tiny-split[{p}-T{t}]" for p in ("original", "pr2551") for t in (1, 2)]
+
+
+@pytest.fixture
+def tiny(pytester: pytest.Pytester) -> pytest.Pytester:
+    (pytester.path / "scenarios").mkdir()
+    (pytester.path / "scenarios" / "tiny.yaml").write_text(TINY)
+    return pytester
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """pytester.runpytest without the cache, and without pytest-benchmark, which errors under xdist."""
+    return pytester.runpytest(*args, "-p", "no:cacheprovider", "-p", "no:benchmark")
+
+
+def _ledger(pytester: pytest.Pytester, body: str) -> None:
+    (pytester.path / "scenarios" / "ledger.yaml").write_text(body)
+
+
+def test_each_case_is_an_item_with_a_readable_sorted_id(tiny: pytest.Pytester) -> None:
+    result = _run(tiny, "--collect-only", "-q", "scenarios")
+    assert [line for line in result.outlines if "::" in line] == IDS
+
+
+def test_cases_run_and_the_summary_table_is_printed(tiny: pytest.Pytester) -> None:
+    result = _run(tiny, "scenarios")
+    result.assert_outcomes(passed=4)
+    assert len([line for line in result.outlines if re.fullmatch(r"=+ graph-harness =+", line)]) == 1
+    table = "\n".join(result.outlines)
+    assert re.search(r"│ original │ 1 │ oob-write │ ok +│ tmp_out", table)
+    assert re.search(r"│ pr2551 +│ 2 │ clean +│ ok", table)
+
+
+def test_under_xdist_the_controller_prints_one_summary_of_all_workers(tiny: pytest.Pytester) -> None:
+    result = _run(tiny, "scenarios", "-n", "2")
+    result.assert_outcomes(passed=4)
+    text = "\n".join(result.outlines)
+    assert text.count("tiny-split on cpu") == 1
+    assert len(re.findall(r"│ (original|pr2551) +│ [12] │", text)) == 4
+    assert {line for line in result.outlines if line.startswith("worker gw")} == {
+        "worker gw0: device cpu", "worker gw1: device cpu"}
+
+
+def test_markers_select_by_hardware_and_size(tiny: pytest.Pytester) -> None:
+    assert _run(tiny, "--collect-only", "-q", "-m", "cpu", "scenarios").outlines.count(IDS[0]) == 1
+    none = _run(tiny, "--collect-only", "-q", "-m", "gpu or slow", "scenarios")
+    assert not [line for line in none.outlines if "::" in line]
+
+
+def test_a_failing_case_prints_its_violations_and_one_repro_line_without_traceback(tiny: pytest.Pytester) -> None:
+    # The footprint allows any verdict but oob-write and clean to disagree with it: expect a read.
+    (tiny.path / "scenarios" / "tiny.yaml").write_text(TINY.replace("original: oob-write", "original: oob-read"))
+    result = _run(tiny, "scenarios", "-k", "original-T1")
+    result.assert_outcomes(failed=1)
+    text = "\n".join(result.outlines)
+    assert "tiny-split original T=1: expected oob-read, verdict oob-write" in text
+    assert re.search(r"│ tmp_out +│ overflow +│ +0 │", text)
+    assert "repro: graph-harness run tiny-split --policy original --sizes 1 --seed 5" in text
+    assert "Traceback" not in text
+    assert "harness/capture.py" not in text
+
+
+def test_a_tolerated_failure_is_xfailed_and_an_unexpected_pass_fails(tiny: pytest.Pytester) -> None:
+    (tiny.path / "scenarios" / "tiny.yaml").write_text(TINY.replace("original: oob-write", "original: oob-read"))
+    _ledger(tiny, """\
+entries:
+  - {scenario: tiny-split, policy: original, sizes: [1], status: tolerated, cites: ROCm/aiter#2551,
+     why: detection reads this overrun as a write}
+  - {scenario: tiny-split, policy: pr2551, sizes: [1], status: tolerated, cites: ROCm/aiter#2551,
+     why: fixed since; the ledger must say so}
+""")
+    result = _run(tiny, "scenarios", "-k", "T1", "-rxX")
+    result.assert_outcomes(xfailed=1, failed=1)
+    assert "tolerated by the ledger (ROCm/aiter#2551) but it passed: remove the entry" in "\n".join(result.outlines)
+
+
+def test_a_quarantined_case_runs_in_a_child_process(tiny: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    _ledger(tiny, """\
+entries:
+  - {scenario: tiny-split, policy: original, sizes: all, status: quarantined,
+     cites: https://github.com/ROCm/aiter/pull/2508, why: a crash class is never run in-process}
+""")
+    import harness.plugin
+
+    def no_in_process(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("a quarantined case ran in-process")
+
+    monkeypatch.setattr(harness.plugin.CaseItem, "_in_process", no_in_process)
+    result = _run(tiny, "scenarios", "-k", "original-T1")
+    result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("entries:\n  - {scenario: tiny-split, policy: original, status: tolerated, cites: soon, why: x}\n",
+     "scenarios/ledger.yaml: entries.0.cites: got 'soon'; allowed: a URL or owner/repo#N"),
+    ("entries:\n  - {scenario: nope, policy: original, status: tolerated, cites: a/b#1, why: x}\n",
+     "scenarios/ledger.yaml: entries.0.scenario: got 'nope'; allowed: tiny-split"),
+    ("entries:\n  - {scenario: tiny-split, policy: original, status: ignored, cites: a/b#1, why: x}\n",
+     "scenarios/ledger.yaml: entries.0.status: got 'ignored'; allowed: tolerated, quarantined"),
+])
+def test_a_bad_ledger_is_one_line(tiny: pytest.Pytester, body: str, message: str) -> None:
+    _ledger(tiny, body)
+    result = _run(tiny, "--collect-only", "scenarios")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in "\n".join(result.errlines)
+
+
+def test_a_bad_scenario_file_is_a_one_line_collection_error(tiny: pytest.Pytester) -> None:
+    (tiny.path / "scenarios" / "tiny.yaml").write_text(TINY.replace("topk: 2", "topk: two"))
+    result = _run(tiny, "--collect-only", "scenarios")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert any(line.startswith("scenarios/tiny.yaml: tiny-split: model.topk: got 'two'") for line in result.outlines)
+
+
+@pytest.mark.parametrize(("worker", "gpus", "expected"), [
+    (None, 2, None), ("gw0", 1, None), ("gw0", 2, 0), ("gw1", 2, 1), ("gw5", 2, 1), ("gw3", 8, 3), ("main", 2, None)])
+def test_each_worker_keeps_to_one_gpu(worker: str | None, gpus: int, expected: int | None) -> None:
+    assert worker_device(worker, gpus) == expected
