@@ -1,8 +1,9 @@
 """The one capture/replay protocol, with a CUDA-graph backend and a CPU re-execution backend.
 
 `run_protocol` takes one workload per capture size (all sharing a slab of guards) and:
-1. warms each up on a side stream, then runs it eagerly once per input set, checking the guards
-   after every launch (step mode) and keeping each output;
+1. warms each up on a side stream (CUDA), then runs it eagerly once per input set, checking the
+   guards after every launch of the warm-up (or, on CPU, of the first eager run: step mode) and
+   keeping each output;
 2. captures every size into one shared pool, largest first, with `capture_error_mode="thread_local"`,
    and audits each graph's memset and memcpy nodes against the guarded buffers;
 3. replays each graph once per input set (at least twice), fresh inputs copied into its static
@@ -40,6 +41,7 @@ class Backend(Protocol):
     """How a thunk is warmed up, captured and replayed."""
 
     name: str
+    warms_up: bool  # whether a warm-up run precedes the eager runs (CUDA: JIT, allocator, side stream)
 
     def warmup(self, thunk: Thunk) -> torch.Tensor: ...
 
@@ -56,6 +58,7 @@ class CudaGraphBackend:
     """Real CUDA graphs: side-stream warm-up, one shared pool, keep_graph for the audit."""
 
     name = "cuda-graph"
+    warms_up = True
 
     def __init__(self) -> None:
         self.pool = torch.cuda.graph_pool_handle()
@@ -152,6 +155,7 @@ class ReexecBackend:
     """
 
     name = "reexec"
+    warms_up = False  # the interpreter compiles nothing, and there is no stream to warm
 
     def warmup(self, thunk: Thunk) -> torch.Tensor:
         return thunk()
@@ -348,17 +352,23 @@ def _eager(size: _Size, guards: Guards, backend: Backend, step_mode: bool) -> No
         guards.check(warmup, op=name)
 
     try:
-        size.load(0)
-        guards.arm("dense")
-        with _guarded(guards):
-            backend.warmup(size.thunk(step if step_mode else _no_step))
-            guards.check(warmup)
+        if backend.warms_up:
+            size.load(0)
+            guards.arm("dense")
+            with _guarded(guards):
+                backend.warmup(size.thunk(step if step_mode else _no_step))
+                guards.check(warmup)
         for r in range(len(size.inputs)):
             size.load(r)
-            guards.arm(_FILLS[r % 2])
+            # Without a warm-up (nothing to compile or warm on CPU) the first eager run is the stepped
+            # one, and takes the dense fill: the one every write changes, so each op is named.
+            stepped = step_mode and r == 0 and not backend.warms_up
+            guards.arm(_FILLS[(r + (not backend.warms_up)) % 2])
+            if stepped:
+                warmup = f"eager T={size.tokens} #1"
             with _guarded(guards):
                 stop = backend.timer()
-                result = size.thunk(_no_step)()
+                result = size.thunk(step if stepped else _no_step)()
                 out.eager_us.append(stop())
                 guards.check(f"eager T={size.tokens} #{r + 1}")
                 size.eager.append(result.detach().clone())
