@@ -165,9 +165,12 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         console.print(run_table(rows, title=f"{scenario_id} on {rows[0].env.device}, {rows[0].backend}"))
     for r in results:
         if not r.passed:
-            console.print(f"[red]FAIL[/red] {r.scenario} {r.policy} T={r.capture_size}: {r.reason}")
+            console.print(f"[red]FAIL[/red] {r.scenario} {r.policy} T={r.capture_size}: {r.reason}", markup=True,
+                          highlight=False)
             console.print(f"  repro: graph-harness run {r.scenario} --policy {r.policy} --sizes {r.capture_size} "
-                          f"--seed {r.seed}")
+                          f"--seed {r.seed}", markup=False, highlight=False)
+        for note in (n for n in r.notes if n.startswith("not fully guarded")):
+            console.print(f"note: {r.scenario} {r.policy} T={r.capture_size}: {note}", markup=False, highlight=False)
     return 0 if all(r.passed for r in results) else 1
 
 
