@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import NoReturn, TypeAlias
 
 from rich.console import Console
+from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from harness.bugs_cmd import add_list, add_reproduce, add_schema
@@ -165,7 +166,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         console.print(run_table(rows, title=f"{scenario_id} on {rows[0].env.device}, {rows[0].backend}"))
     for r in results:
         if not r.passed:
-            console.print(f"[red]FAIL[/red] {r.scenario} {r.policy} T={r.capture_size}: {r.reason}", markup=True,
+            console.print(Text.assemble(("FAIL", "red"), f" {r.scenario} {r.policy} T={r.capture_size}: {r.reason}"),
                           highlight=False)
             console.print(f"  repro: graph-harness run {r.scenario} --policy {r.policy} --sizes {r.capture_size} "
                           f"--seed {r.seed}", markup=False, highlight=False)
