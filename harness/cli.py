@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import NoReturn, TypeAlias
 
 from rich.console import Console
-from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from harness.bugs_cmd import add_list, add_reproduce, add_schema
 from harness.errors import BadInput, bad_value, display_path, one_line
