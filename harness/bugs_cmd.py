@@ -1,17 +1,111 @@
-"""`graph-harness reproduce`, `list` and `schema` (being built: issue 4, sections 2 and 4)."""
+"""`graph-harness reproduce`, `list` and `schema`: the bug registry's commands."""
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+
+from harness.bugs import Reproduction, load_bugs, pick_bug, registry_path, registry_schema
+from harness.errors import bad_value, display_path
+from harness.results import CaseResult
+from harness.scenario import find_scenario_dir, load_scenarios, scenario_file_schema, scenario_files
+from reports.bugs_tables import bugs_table, reproduce_table, scenarios_table
+
+if TYPE_CHECKING:
+    from harness.cli import Subparsers
 
 
-def add_reproduce(sub: Any) -> None:
-    """Register the `reproduce` subcommand (not yet registered)."""
+def _write(path: Path, record: dict[str, Any]) -> None:
+    try:
+        path.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    except OSError as err:
+        raise bad_value("--json", "", display_path(path), "a writable file path", err.strerror or "") from err
 
 
-def add_list(sub: Any) -> None:
-    """Register the `list` subcommand (not yet registered)."""
+def _reproduce(args: argparse.Namespace, console: Console) -> int:
+    """Run a bug's buggy and fixed variant; exit 0 only when it is detected in one and the other is clean."""
+    from harness.guard import GuardBudgetError
+    from harness.run import profile_of, resolve_cases, run_cases
+    from kernels._triton import device
+
+    directory = args.scenario_dir or find_scenario_dir()
+    scenarios = load_scenarios(scenario_files(directory))
+    path = registry_path(directory)
+    bug = pick_bug(load_bugs(path, scenarios), args.bug, path)
+    if args.json is not None:
+        _write(args.json, {"bug": args.bug})  # a bad path fails now, before a minute of work
+    dev = device()
+    ran: dict[str, CaseResult] = {}
+    for side, variant in (("buggy", bug.buggy), ("fixed", bug.fixed)):
+        cases = resolve_cases(variant.scenario, scenarios[variant.scenario], variant.policy, [bug.size],
+                              profile_of(dev), args.seed)
+        try:
+            ran[side] = run_cases(cases, dev)[0]
+        except GuardBudgetError as err:
+            raise bad_value(f"{args.bug} {side}", "", "a case the default guard budget cannot hold",
+                            "a device with more memory", str(err)) from err
+        if args.json is not None:  # what finished is kept, should the other variant fail
+            _write(args.json, {"bug": args.bug, **{s: r.record() for s, r in ran.items()}})
+    rep = Reproduction(args.bug, bug, ran["buggy"], ran["fixed"])
+    console.print(reproduce_table(rep))
+    if args.json is not None:
+        _write(args.json, rep.record())
+    for side, result in (("buggy", rep.buggy), ("fixed", rep.fixed)):
+        if not (rep.detected if side == "buggy" else rep.clean):
+            console.print(f"[red]FAIL[/red] {side} {result.scenario} {result.policy} T={result.capture_size}: "
+                          f"{result.reason}")
+            console.print(f"  repro: graph-harness run {result.scenario} --policy {result.policy} "
+                          f"--sizes {result.capture_size} --seed {result.seed}")
+    return 0 if rep.reproduced else 1
 
 
-def add_schema(sub: Any) -> None:
-    """Register the `schema` subcommand (not yet registered)."""
+def _list(args: argparse.Namespace, console: Console) -> int:
+    """Print the scenarios (with their why) and the registered bugs."""
+    directory = args.scenario_dir or find_scenario_dir()
+    scenarios = load_scenarios(scenario_files(directory))
+    bugs = load_bugs(registry_path(directory), scenarios)
+    console.print(scenarios_table(scenarios))
+    console.print(bugs_table(bugs))
+    return 0
+
+
+def _schema(args: argparse.Namespace, console: Console) -> int:
+    """Print the JSON Schema of a scenario file (or, with --bugs, of the registry)."""
+    schema = registry_schema() if args.bugs else scenario_file_schema()
+    print(json.dumps(schema, indent=2))  # plain: rich would wrap and colour what editors must parse
+    return 0
+
+
+def _scenario_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenarios", dest="scenario_dir", type=Path, metavar="DIR",
+                        help="scenario folder, bugs.yaml included (default: ./scenarios, else the repository's)")
+
+
+def add_reproduce(sub: Subparsers) -> None:
+    """Register `reproduce BUG [--seed N] [--json FILE]`."""
+    from harness.cli import _non_negative_int
+
+    parser = sub.add_parser("reproduce", help="run a registered bug's buggy and fixed variant side by side")
+    parser.add_argument("bug", metavar="BUG", help="bug id (a key of scenarios/bugs.yaml; see `list`)")
+    parser.add_argument("--seed", type=_non_negative_int, metavar="N", help="seed (default: each scenario's)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write both variants' results as one JSON object")
+    _scenario_dir(parser)
+    parser.set_defaults(command=_reproduce)
+
+
+def add_list(sub: Subparsers) -> None:
+    """Register `list`."""
+    parser = sub.add_parser("list", help="print the scenarios, with why each exists, and the registered bugs")
+    _scenario_dir(parser)
+    parser.set_defaults(command=_list)
+
+
+def add_schema(sub: Subparsers) -> None:
+    """Register `schema [--bugs]`."""
+    parser = sub.add_parser("schema", help="print the JSON Schema of the scenario YAML, for editors")
+    parser.add_argument("--bugs", action="store_true", help="the schema of scenarios/bugs.yaml instead")
+    parser.set_defaults(command=_schema)

@@ -76,7 +76,7 @@ def run_cases(cases: Sequence[CaseSpec], device: torch.device, *, budget: int | 
         violations = guards.violations(tag=case.tokens)
         verdict = classify(outcome, violations)
         predicted = case.footprint().predicted_overflow_bytes
-        passed, reason = meets(verdict, case.expect, violations, predicted, outcome)
+        passed, reason = meets(verdict, case.expect, violations, predicted, outcome, case.expect_bytes)
         results.append(CaseResult(
             scenario=case.scenario, policy=case.policy.value, capture_size=case.tokens, seed=case.seed,
             block_m=case.block_m, splitk=case.splitk, backend=backend.name, verdict=verdict, expected=case.expect,

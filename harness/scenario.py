@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -21,6 +21,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
@@ -54,13 +55,14 @@ _CPU_MAX_TOKENS = 4
 _CPU_MAX_SIZES = 3
 
 # Ids name pytest items, repro commands and CLI arguments: keep them shell- and path-safe.
-_ID = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
+ID_PATTERN = r"[a-z0-9][a-z0-9._-]*"
+_ID = re.compile(ID_PATTERN + r"\Z")
 
 _BAD = "bad_value"  # PydanticCustomError type whose ctx carries the allowed text (and field/got overrides)
 
 
-def _rule(allowed: str, field: str = "", got: str = "", reason: str = "") -> PydanticCustomError:
-    """A validation error that already knows its allowed values (read back by _bad_entry)."""
+def rule(allowed: str, field: str = "", got: str = "", reason: str = "") -> PydanticCustomError:
+    """A validation error that already knows its allowed values (read back by bad_entry)."""
     ctx = {"allowed": allowed, "field": field, "got": got, "reason": reason}
     return PydanticCustomError(_BAD, "got {got}; allowed: {allowed}", ctx)
 
@@ -71,7 +73,7 @@ def _int_or(word: str, minimum: int) -> BeforeValidator:
     def check(value: object) -> object:
         if value == word or (type(value) is int and value >= minimum):
             return value
-        raise _rule(f"integer >= {minimum} or {word}")
+        raise rule(f"integer >= {minimum} or {word}")
 
     return BeforeValidator(check)
 
@@ -82,7 +84,7 @@ def _expand_sizes(value: object) -> object:
         return VLLM_DEFAULT_SIZES
     if isinstance(value, list | tuple):
         return value
-    raise _rule("list of integers >= 1, or vllm-default")
+    raise rule("list of integers >= 1, or vllm-default")
 
 
 def _sorted_unique(sizes: tuple[int, ...]) -> tuple[int, ...]:
@@ -91,7 +93,9 @@ def _sorted_unique(sizes: tuple[int, ...]) -> tuple[int, ...]:
 
 Count = Annotated[int, Strict(), Field(ge=1)]
 Sizes = Annotated[
-    tuple[Count, ...], BeforeValidator(_expand_sizes), AfterValidator(_sorted_unique), Field(min_length=1)
+    tuple[Count, ...], BeforeValidator(_expand_sizes), AfterValidator(_sorted_unique), Field(min_length=1),
+    WithJsonSchema({"anyOf": [{"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1},
+                              {"const": "vllm-default"}]}),
 ]
 
 
@@ -114,6 +118,14 @@ class ModelDims(_Frozen):
         return self.inter // self.tp
 
 
+class ExpectBytes(_Frozen):
+    """The guard violation a buggy policy must show when the stage1 footprint does not predict it."""
+
+    buffer: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]  # the guarded buffer's name
+    side: Literal["overflow", "underflow"]
+    extent: Count  # bytes from the buffer's edge through the farthest corrupted byte
+
+
 class Scenario(_Frozen):
     """One `scenarios/*.yaml` entry; its id is the YAML key, never a field."""
 
@@ -130,6 +142,10 @@ class Scenario(_Frozen):
     cpu_sizes: Sizes | None = None
     contract: Contract = Contract()
     policies: Annotated[dict[Policy, Verdict], Field(min_length=1)]
+    # Bugs outside stage1 (S8, S12) name the buffer and bytes their oob-write must show instead.
+    expect_bytes: dict[Policy, ExpectBytes] = Field(default_factory=dict)
+    # Trailing tokens routed to -1, sglang's idle-batch marker (rocm-libraries #6242).
+    idle_tokens: Annotated[int, Strict(), Field(ge=0)] = 0
     seed: Annotated[int, Strict(), Field(ge=0)] = 0
 
     _source: Path | None = PrivateAttr(default=None)
@@ -149,24 +165,31 @@ class Scenario(_Frozen):
         """Checks that span fields: divisibility, split-K legality, and expectations vs the footprint."""
         m, kpb = self.model, self.contract.k_per_block
         if m.inter % m.tp:
-            raise _rule(f"a divisor of model.inter ({m.inter})", "model.tp", str(m.tp))
+            raise rule(f"a divisor of model.inter ({m.inter})", "model.tp", str(m.tp))
         if m.topk > m.experts:
-            raise _rule(f"integer <= model.experts ({m.experts})", "model.topk", str(m.topk))
+            raise rule(f"integer <= model.experts ({m.experts})", "model.topk", str(m.topk))
         if self.quant is Quant.PER_1X128 and m.hidden % QUANT_GROUP:
-            raise _rule(f"multiple of {QUANT_GROUP} with quant per_1x128", "model.hidden", str(m.hidden),
-                        f"{m.hidden} % {QUANT_GROUP} = {m.hidden % QUANT_GROUP}")
+            raise rule(f"multiple of {QUANT_GROUP} with quant per_1x128", "model.hidden", str(m.hidden),
+                       f"{m.hidden} % {QUANT_GROUP} = {m.hidden % QUANT_GROUP}")
         if kpb < QUANT_GROUP or kpb % QUANT_GROUP:
-            raise _rule(f"positive multiple of {QUANT_GROUP}", "contract.k_per_block", str(kpb))
+            raise rule(f"positive multiple of {QUANT_GROUP}", "contract.k_per_block", str(kpb))
         if isinstance(self.splitk, int) and self.splitk > 1:
             if self.quant is Quant.NONE:
-                raise _rule("0, 1 or auto with quant none", "splitk", str(self.splitk),
-                            "aiter enables split-K only for per_1x128")
+                raise rule("0, 1 or auto with quant none", "splitk", str(self.splitk),
+                           "aiter enables split-K only for per_1x128")
             if reason := _indivisible(m.hidden, self.splitk, kpb):
-                raise _rule("integer with K % (splitk*KPerBlock) == 0, or auto", "splitk", str(self.splitk),
-                            reason)
+                raise rule("integer with K % (splitk*KPerBlock) == 0, or auto", "splitk", str(self.splitk),
+                           reason)
         if self.cpu_sizes is not None and not set(self.cpu_sizes) <= set(self.capture_sizes):
-            raise _rule(f"subset of capture_sizes {list(self.capture_sizes)}", "cpu_sizes",
-                        show(list(self.cpu_sizes)))
+            raise rule(f"subset of capture_sizes {list(self.capture_sizes)}", "cpu_sizes",
+                       show(list(self.cpu_sizes)))
+        if self.idle_tokens > min(self.capture_sizes):
+            raise rule(f"integer <= the smallest capture size ({min(self.capture_sizes)})", "idle_tokens",
+                       str(self.idle_tokens))
+        for policy in self.expect_bytes:
+            if self.policies.get(policy) != "oob-write":
+                raise rule("a policy the scenario expects to be oob-write", f"expect_bytes.{policy.value}",
+                           f"{policy.value} ({self.policies.get(policy, 'not in policies')})")
         if isinstance(self.cu_num, int):
             scenario_id = (info.context or {}).get("id", "")
             for tokens in self.capture_sizes:
@@ -183,18 +206,19 @@ def _indivisible(hidden: int, splitk: int, k_per_block: int) -> str:
 
 
 def _check_expectations(scenario_id: str, scenario: Scenario, tokens: int, cu_num: int) -> None:
-    """oob-write needs predicted overflow > 0 at this size; clean needs exactly 0."""
+    """oob-write needs predicted overflow > 0 at this size, unless expect_bytes names its bytes; clean needs 0."""
     _, splitk = dispatch(scenario, tokens, cu_num)
     if reason := _indivisible(scenario.model.hidden, splitk, scenario.contract.k_per_block):
-        raise _rule("integer with K % (splitk*KPerBlock) == 0 at every capture size", "splitk",
-                    f"auto (resolves to {splitk} at T={tokens})", reason)
+        raise rule("integer with K % (splitk*KPerBlock) == 0 at every capture size", "splitk",
+                   f"auto (resolves to {splitk} at T={tokens})", reason)
     for case in resolve(scenario_id, scenario, tokens, "gpu", cu_num):
         fp = case.footprint()
         overflow = fp.predicted_overflow_bytes
-        if (case.expect == "oob-write" and overflow == 0) or (case.expect == "clean" and overflow > 0):
-            raise _rule(f"a verdict other than {case.expect} (footprint model)",
-                        f"policies.{case.policy.value}", case.expect,
-                        f"at T={tokens} predicted_overflow_bytes = {overflow:,} ({_explain(case, fp)})")
+        stated = case.policy in scenario.expect_bytes
+        if (case.expect == "oob-write" and overflow == 0 and not stated) or (case.expect == "clean" and overflow > 0):
+            raise rule(f"a verdict other than {case.expect} (footprint model)",
+                       f"policies.{case.policy.value}", case.expect,
+                       f"at T={tokens} predicted_overflow_bytes = {overflow:,} ({_explain(case, fp)})")
 
 
 def _explain(case: CaseSpec, fp: Footprint) -> str:
@@ -231,6 +255,8 @@ class CaseSpec:
     seed: int
     expect: Verdict
     weights: Weights  # "aliased": one weight tensor shared by all experts, to keep the CPU profile small
+    idle_tokens: int = 0  # trailing tokens routed to -1
+    expect_bytes: ExpectBytes | None = None  # the oob-write's buffer and extent, when not stage1's footprint
 
     def footprint(self) -> Footprint:
         """Predicted stage1 bytes for this case (kernels.contracts.stage1_footprint), no kernel run."""
@@ -302,9 +328,28 @@ def resolve(scenario_id: str, scenario: Scenario, tokens: int, profile: Profile,
                  inter=m.inter_per_rank, experts=m.experts, topk=m.topk, block_m=block_m, splitk=splitk,
                  dtype=scenario.dtype, quant=scenario.quant, activation=scenario.activation,
                  contract=scenario.contract, cu_num=cu_num, seed=scenario.seed,
-                 expect=scenario.policies[policy], weights=weights)
+                 expect=scenario.policies[policy], weights=weights, idle_tokens=scenario.idle_tokens,
+                 expect_bytes=scenario.expect_bytes.get(policy))
         for policy in Policy if policy in scenario.policies
     )
+
+
+def file_schema(model: type[BaseModel], title: str) -> dict[str, Any]:
+    """JSON Schema (2020-12) of a YAML file that maps ids to `model` entries, for editors to validate."""
+    entry = model.model_json_schema(ref_template="#/$defs/{model}")
+    defs = entry.pop("$defs", {})
+    defs[model.__name__] = entry
+    for definition in defs.values():  # every model and dataclass here refuses unknown fields (Contract too)
+        if "properties" in definition:
+            definition.setdefault("additionalProperties", False)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": title, "type": "object",
+            "propertyNames": {"pattern": f"^{ID_PATTERN}$"},
+            "additionalProperties": {"$ref": f"#/$defs/{model.__name__}"}, "$defs": defs}
+
+
+def scenario_file_schema() -> dict[str, Any]:
+    """The JSON Schema of a scenarios/*.yaml file."""
+    return file_schema(Scenario, "graph-harness scenario file: scenario id -> scenario")
 
 
 def find_scenario_dir() -> Path:
@@ -313,9 +358,14 @@ def find_scenario_dir() -> Path:
     return here if here.is_dir() else Path(__file__).resolve().parent.parent / "scenarios"
 
 
+# Files of the scenario folder that hold something else: the bug registry and the known-failure ledger.
+NOT_SCENARIOS = frozenset({"bugs.yaml", "ledger.yaml"})
+
+
 def scenario_files(directory: Path) -> tuple[Path, ...]:
-    """The *.yaml files of a scenario folder, sorted so that every xdist worker sees one order."""
-    files = tuple(sorted(directory.glob("*.yaml"))) if directory.is_dir() else ()
+    """The scenario *.yaml files of a folder (not NOT_SCENARIOS), sorted so that xdist workers agree."""
+    found = sorted(directory.glob("*.yaml")) if directory.is_dir() else []
+    files = tuple(p for p in found if p.name not in NOT_SCENARIOS)
     if not files:
         raise bad_value(display_path(directory), "", "no *.yaml files", "a folder of scenario YAML files")
     return files
@@ -339,8 +389,8 @@ def _unique_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
-def _read_yaml(path: Path) -> dict[Any, Any]:
-    """Parse one file; syntax errors become one line with file and line number."""
+def read_yaml(path: Path, what: str = "a mapping of scenario id to scenario") -> dict[Any, Any]:
+    """Parse one file into a mapping; syntax errors become one line with file and line number."""
     shown = display_path(path)
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
@@ -352,7 +402,7 @@ def _read_yaml(path: Path) -> dict[Any, Any]:
         problem = getattr(err, "problem", None) or str(err)
         raise BadInput(one_line(f"{shown}{line}: invalid YAML: {problem}")) from err
     if not isinstance(data, dict):
-        raise bad_value(shown, "", show(data), "a mapping of scenario id to scenario")
+        raise bad_value(shown, "", show(data), what)
     return data
 
 
@@ -361,10 +411,13 @@ def _choices(expected: str) -> str:
     return ", ".join(part.strip("'") for part in re.split(r", | or ", expected))
 
 
-def _field_names(loc: tuple[int | str, ...]) -> str:
-    """Fields allowed at a location: walk Scenario's nested models and dataclasses (Contract)."""
-    owner: Any = Scenario
-    for part in loc:  # only models nest deeper: Scenario -> ModelDims / Contract
+def _field_names(loc: tuple[int | str, ...], root: type[BaseModel]) -> str:
+    """Fields allowed at a location: walk the root's nested models, dicts of models and dataclasses."""
+    owner: Any = root
+    for part in loc:  # Scenario -> ModelDims / Contract, or expect_bytes -> (policy key) -> ExpectBytes
+        if get_origin(owner) is dict:
+            owner = get_args(owner)[1]
+            continue
         owner = owner.model_fields[part].annotation
     if issubclass(owner, BaseModel):
         return ", ".join(owner.model_fields)
@@ -375,13 +428,13 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc if p != "[key]").lstrip(".")
 
 
-def _allowed(err: ErrorDetails) -> str:
+def _allowed(err: ErrorDetails, root: type[BaseModel]) -> str:
     """What a pydantic error allows, in the words a YAML author uses."""
     kind, ctx = err["type"], err.get("ctx", {})
     if kind in ("enum", "literal_error"):
         return _choices(str(ctx["expected"]))
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
-        return _field_names(err["loc"][:-1])
+        return _field_names(err["loc"][:-1], root)
     words = {
         "missing": "required field", "greater_than_equal": f"integer >= {ctx.get('ge')}",
         "too_short": f"at least {ctx.get('min_length')} item(s)", "string_too_short": "non-empty string",
@@ -392,13 +445,14 @@ def _allowed(err: ErrorDetails) -> str:
     return words.get(kind, "integer" if kind.startswith("int_") else err["msg"])
 
 
-def _bad_entry(where: str, error: ValidationError) -> BadInput:
+def bad_entry(where: str, error: ValidationError, root: type[BaseModel] | None = None) -> BadInput:
     """The first pydantic error as one line: where, field path, bad value, allowed values."""
     err = error.errors()[0]
     ctx = err.get("ctx", {})
     loc = err["loc"]
     if err["type"] == _BAD:
-        field = str(ctx["field"]) or _field_path(loc)
+        # A nested model's own check names its field relative to that model: prefix where it sits.
+        field = ".".join(part for part in (_field_path(loc), str(ctx["field"])) if part)
         got = str(ctx["got"]) or show(err["input"])
         return bad_value(where, field, got, str(ctx["allowed"]), str(ctx["reason"]))
     if err["type"] == "missing":
@@ -407,7 +461,7 @@ def _bad_entry(where: str, error: ValidationError) -> BadInput:
         got = "unknown field"
     else:
         got = show(err["input"])
-    return bad_value(where, _field_path(loc), got, _allowed(err))
+    return bad_value(where, _field_path(loc), got, _allowed(err, root or Scenario))
 
 
 def load_scenarios(paths: Sequence[Path]) -> dict[str, Scenario]:
@@ -415,7 +469,7 @@ def load_scenarios(paths: Sequence[Path]) -> dict[str, Scenario]:
     found: dict[str, Scenario] = {}
     for path in paths:
         shown = display_path(path)
-        for key, body in _read_yaml(path).items():
+        for key, body in read_yaml(path).items():
             if not isinstance(key, str) or not _ID.match(key):
                 raise bad_value(shown, "scenario id", show(key), "lowercase letters, digits, '.', '_', '-'")
             if key in found:
@@ -425,5 +479,5 @@ def load_scenarios(paths: Sequence[Path]) -> dict[str, Scenario]:
             try:
                 found[key] = Scenario.model_validate(body, context={"id": key, "file": path})
             except ValidationError as err:
-                raise _bad_entry(f"{shown}: {key}", err) from None
+                raise bad_entry(f"{shown}: {key}", err) from None
     return dict(sorted(found.items()))

@@ -6,7 +6,7 @@ import math
 
 from harness.capture import SizeOutcome
 from harness.guard import Violation
-from harness.scenario import Verdict
+from harness.scenario import ExpectBytes, Verdict
 
 
 def classify(outcome: SizeOutcome, violations: tuple[Violation, ...]) -> Verdict:
@@ -32,9 +32,10 @@ def _where(v: Violation) -> str:
 
 
 def meets(verdict: Verdict, expected: Verdict, violations: tuple[Violation, ...], predicted_overflow: int,
-          outcome: SizeOutcome) -> tuple[bool, str]:
+          outcome: SizeOutcome, expect_bytes: ExpectBytes | None = None) -> tuple[bool, str]:
     """(passed, one-line reason). A buggy policy passes when the expected bug is detected with the
-    predicted bytes; a fixed one only when clean and numerically right."""
+    predicted bytes (the stage1 overflow, or `expect_bytes` where the scenario names them); a fixed one
+    only when clean and numerically right."""
     worst = outcome.worst
     err = f"rel L2 {worst.rel_l2:.2e} (tol {worst.tolerance:g})" if worst else "no output"
     if verdict != expected:
@@ -45,6 +46,13 @@ def meets(verdict: Verdict, expected: Verdict, violations: tuple[Violation, ...]
             "mismatch": str(worst) if worst else "",
         }.get(verdict, "; ".join(outcome.notes))
         return False, f"expected {expected}, got {verdict}: {detail}".rstrip(": ")
+    if verdict == "oob-write" and expect_bytes is not None:
+        e = expect_bytes
+        hits = [v for v in violations if (v.buffer, v.side, v.extent) == (e.buffer, e.side, e.extent)]
+        if not hits:
+            found = "; ".join(_where(v) for v in violations[:2])
+            return False, f"oob-write detected but not the expected {e.buffer} {e.side} of {e.extent:,} B: {found}"
+        return True, f"detected as expected: {_where(hits[0])}"
     if verdict == "oob-write":
         hits = [v for v in violations if v.side == "overflow" and v.extent == predicted_overflow]
         if not hits:

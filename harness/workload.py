@@ -66,7 +66,7 @@ class MoEWorkload:
     def inputs(self, seed: int) -> dict[str, torch.Tensor]:
         c = self.case
         hidden, ids, weights = make_activations(  # type: ignore[no-untyped-call]
-            c.tokens, c.hidden, c.experts, c.topk, c.dtype, seed, self.device)
+            c.tokens, c.hidden, c.experts, c.topk, c.dtype, seed, self.device, idle_tokens=c.idle_tokens)
         return {"hidden": hidden, "topk_ids": ids, "topk_weights": weights}
 
     def _layer(self, inputs: Mapping[str, torch.Tensor]) -> MoEInputs:

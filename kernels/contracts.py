@@ -42,6 +42,20 @@ class Predicate(str, enum.Enum):
     IDENTITY = "identity"  # quant_type is per_1x128: always False, split-K kernel still chosen
 
 
+class SortedTail(str, enum.Enum):
+    """What stage2 does with the blocks of its sorted_size grid past num_valid_ids[0] (S5)."""
+
+    EARLY_EXIT = "early_exit"  # CK: a block whose first row is >= num_valid_ids[0] exits at once
+    UNGUARDED = "unguarded"  # no exit: the never-written tail of sorted_ids/weights/expert_ids is read
+
+
+class NegativeIds(str, enum.Enum):
+    """How moe_sorting treats topk ids of -1, sglang's idle-batch marker (rocm-libraries #6242, S8)."""
+
+    FILTERED = "filtered"  # counted for no expert: dropped
+    UNFILTERED = "unfiltered"  # the count pass indexes its histogram by the raw id: counts[-1] is written
+
+
 class Policy(str, enum.Enum):
     """Who allocates the stage1 output, and how (aiter's call sites over time)."""
 
@@ -76,6 +90,8 @@ class Contract:
     predicate: Predicate = Predicate.EQUALITY
     kbatch_guard: bool = False  # aiter #3997 (reverted by #4394): split-K only when KBatch >= 2
     k_per_block: int = DEFAULT_K_PER_BLOCK
+    sorted_tail: SortedTail = SortedTail.EARLY_EXIT  # stage2's read past num_valid_ids[0] (S5)
+    negative_ids: NegativeIds = NegativeIds.FILTERED  # moe_sorting on ids of -1 (S8)
 
 
 DEFAULT_CONTRACT = Contract()

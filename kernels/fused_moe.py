@@ -123,7 +123,7 @@ def fused_moe(x: MoEInputs, *, block_m, splitk, policy=Policy.PR2551, quant=Quan
     topk = x.topk_ids.shape[1]
     dtype = hidden.dtype
     sorted_ids, sorted_weights, sorted_expert_ids, num_valid_ids, moe_buf = moe_sorting(
-        x.topk_ids, x.topk_weights, experts, block_m, model_dim, dtype)
+        x.topk_ids, x.topk_weights, experts, block_m, model_dim, dtype, contract.negative_ids)
     step("moe_sorting")
     a1, a1_scale = hidden, None
     if quant is Quant.PER_1X128:

@@ -7,7 +7,8 @@ Buffers (aiter `_moe_sorting_impl`, moe-contracts.md §2), with P = max_num_toke
     num_valid_ids     (2,) int32    [padded rows, tokens]
     moe_buf           (T, model_dim) model dtype, zeroed here for stage2's atomics
 All are `torch.empty`: the tail past num_valid_ids[0] is never written. Experts without
-tokens get no block. Ids outside [0, E) (-1 for idle batches, rocm-libraries #6242) are dropped.
+tokens get no block. Ids outside [0, E) (-1 for idle batches, rocm-libraries #6242) are dropped;
+`negative_ids=unfiltered` counts -1 as an expert, writing counts[-1], 4 bytes before `counts` (S8).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from kernels._triton import tl, triton
-from kernels.contracts import TOKEN_BITS, max_num_m_blocks, max_num_tokens_padded
+from kernels.contracts import TOKEN_BITS, NegativeIds, max_num_m_blocks, max_num_tokens_padded
 
 # One program per expert scans all T*topk ids; 1024 covers T=113 at topk 9 in one chunk.
 _SCAN_BLOCK = 1024
@@ -23,13 +24,14 @@ _ZERO_BLOCK = 4096
 
 
 @triton.jit
-def _count_kernel(ids_ptr, counts_ptr, numel, SCAN: tl.constexpr):
-    e = tl.program_id(0)
+def _count_kernel(ids_ptr, counts_ptr, numel, SCAN: tl.constexpr, FIRST: tl.constexpr):
+    # FIRST = -1 (unfiltered): one more program, for id -1, stores its count at counts[-1].
+    e = tl.program_id(0) + FIRST
     total = tl.zeros((), dtype=tl.int32)
     for start in range(0, numel, SCAN):
         offs = start + tl.arange(0, SCAN)
-        ids = tl.load(ids_ptr + offs, mask=offs < numel, other=-1)
-        total += tl.sum((ids == e).to(tl.int32), axis=0)
+        ids = tl.load(ids_ptr + offs, mask=offs < numel, other=0)
+        total += tl.sum(((ids == e) & (offs < numel)).to(tl.int32), axis=0)
     tl.store(counts_ptr + e, total)
 
 
@@ -95,7 +97,7 @@ def sorting_buffers(tokens: int, topk: int, num_experts: int, block_m: int, mode
 
 
 def moe_sorting_into(topk_ids, topk_weights, num_experts, block_m, sorted_ids, sorted_weights,
-                     sorted_expert_ids, num_valid_ids, moe_buf):
+                     sorted_expert_ids, num_valid_ids, moe_buf, negative_ids=NegativeIds.FILTERED):
     """Sort `topk_ids (T, topk) int32` into caller-provided buffers (see module docstring)."""
     tokens, topk = topk_ids.shape
     numel = tokens * topk
@@ -103,7 +105,8 @@ def moe_sorting_into(topk_ids, topk_weights, num_experts, block_m, sorted_ids, s
     weights = topk_weights.reshape(-1).to(torch.float32)
     counts = torch.empty(num_experts, dtype=torch.int32, device=ids.device)
     offsets = torch.empty(num_experts, dtype=torch.int32, device=ids.device)
-    _count_kernel[(num_experts,)](ids, counts, numel, SCAN=_SCAN_BLOCK)
+    first = -1 if negative_ids is NegativeIds.UNFILTERED else 0
+    _count_kernel[(num_experts - first,)](ids, counts, numel, SCAN=_SCAN_BLOCK, FIRST=first)
     zero_programs = triton.cdiv(moe_buf.numel(), _ZERO_BLOCK)
     _offsets_kernel[(1 + zero_programs,)](
         counts, offsets, num_valid_ids, moe_buf, num_experts, tokens, moe_buf.numel(),
@@ -113,11 +116,13 @@ def moe_sorting_into(topk_ids, topk_weights, num_experts, block_m, sorted_ids, s
         BLOCK_M=block_m, SCAN=_SCAN_BLOCK, TOKEN_SHIFT=TOKEN_BITS)
 
 
-def moe_sorting(topk_ids, topk_weights, num_experts, block_m, model_dim, dtype):
+def moe_sorting(topk_ids, topk_weights, num_experts, block_m, model_dim, dtype, negative_ids=NegativeIds.FILTERED):
     """aiter `moe_sorting`: returns (sorted_ids, sorted_weights, sorted_expert_ids, num_valid_ids, moe_buf)."""
     tokens, topk = topk_ids.shape
     out = sorting_buffers(tokens, topk, num_experts, block_m, model_dim, dtype, topk_ids.device)
-    moe_sorting_into(topk_ids, topk_weights, num_experts, block_m, *out)
+    sorted_ids, sorted_weights, sorted_expert_ids, num_valid_ids, moe_buf = out
+    moe_sorting_into(topk_ids, topk_weights, num_experts, block_m, sorted_ids, sorted_weights, sorted_expert_ids,
+                     num_valid_ids, moe_buf, negative_ids=negative_ids)
     return out
 
 

@@ -6,6 +6,7 @@ Shapes (aiter `ck_moe_stage2`, moe-contracts.md §1.6, §3.3):
     moe_buf  (T, K) model dtype, zeroed by `moe_sorting`
 A row is `token*topk + slot`; padding rows point at `T*topk + topk`, weight 0.0. Unmasked, they
 read past a2 and add `0 * a2[T*topk+topk]` into row T of moe_buf: `0 * NaN` is NaN (S12).
+A block whose first row is >= num_valid_ids[0] exits at once, unless `sorted_tail=unguarded` (S5).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from kernels._triton import INTERPRET, cast_rne, fp8_operand, fp8_table, store_mantissa, tl, triton
-from kernels.contracts import DEFAULT_CONTRACT, QUANT_GROUP, TOKEN_BITS, TOKEN_MASK
+from kernels.contracts import DEFAULT_CONTRACT, QUANT_GROUP, TOKEN_BITS, TOKEN_MASK, SortedTail
 from kernels.moe_stage1 import PADDING_CODE, _row_mask
 
 
@@ -21,23 +22,32 @@ from kernels.moe_stage1 import PADDING_CODE, _row_mask
 def _moe_stage2_kernel(
     a_ptr, a_scale_ptr, w_ptr, w_scale_ptr, out_ptr, table_ptr,
     sorted_ids_ptr, sorted_weights_ptr, sorted_expert_ids_ptr, num_valid_ids_ptr,
-    tokens, topk, inter, model_dim,
+    tokens, topk, inter, model_dim, experts,
     stride_a, stride_as, stride_we, stride_wn, stride_wse, stride_wsn, stride_out,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     QUANT: tl.constexpr, PADDING: tl.constexpr, UPCAST: tl.constexpr, RMW: tl.constexpr,
     TOKEN_SHIFT: tl.constexpr, TOKEN_MASK_C: tl.constexpr, GROUP: tl.constexpr, MANT: tl.constexpr,
-    TABLE: tl.constexpr,
+    TABLE: tl.constexpr, UNGUARDED_TAIL: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
-    if pid_m * BLOCK_M < tl.load(num_valid_ids_ptr):
+    num_valid = tl.load(num_valid_ids_ptr)
+    if (pid_m * BLOCK_M < num_valid) | UNGUARDED_TAIL:
         rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         fused = tl.load(sorted_ids_ptr + rows)
         token = fused & TOKEN_MASK_C
+        expert = tl.load(sorted_expert_ids_ptr + pid_m).to(tl.int64)
+        if UNGUARDED_TAIL:
+            # The tail holds whatever torch.empty left: stale in-range ids after a replay, a wild
+            # 0xC57FC5 under the harness's poison. Folding a tail row into [0, T) and its expert into
+            # [0, E) keeps the interpreter off wild addresses while its weight (NaN when poisoned)
+            # still reaches moe_buf, as the stale ids' would.
+            in_tail = pid_m * BLOCK_M >= num_valid
+            token = tl.where(in_tail, token % tokens, token)
+            expert = tl.where(in_tail, expert % experts, expert)
         a_row = token.to(tl.int64) * topk + (fused >> TOKEN_SHIFT)
         a_ok = _row_mask(token, a_row, tokens, topk, PADDING)
         weight = tl.load(sorted_weights_ptr + rows)
-        expert = tl.load(sorted_expert_ids_ptr + pid_m).to(tl.int64)
         cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         col_ok = cols < model_dim
         offs_k = tl.arange(0, BLOCK_K)
@@ -104,11 +114,11 @@ def moe_stage2(a2, w2, sorted_ids, sorted_weights, sorted_expert_ids, num_valid_
         a_arg, a2_scale if quant else a2_rows, w_arg, w2_scale if quant else w2, moe_buf,
         fp8_table(w2.dtype, w2.device) if table else w2,
         sorted_ids, sorted_weights, sorted_expert_ids, num_valid_ids,
-        tokens, topk, inter, model_dim,
+        tokens, topk, inter, model_dim, w2.shape[0],
         a2_rows.stride(0), a2_scale.stride(0) if quant else 0, w2.stride(0), w2.stride(1),
         w2_scale.stride(0) if quant else 0, w2_scale.stride(1) if quant else 0, moe_buf.stride(0),
         BLOCK_M=block_m, QUANT=quant, PADDING=PADDING_CODE[contract.stage2_padding],
         UPCAST=INTERPRET and a2.dtype == torch.bfloat16, RMW=INTERPRET and moe_buf.dtype == torch.bfloat16,
         TOKEN_SHIFT=TOKEN_BITS, TOKEN_MASK_C=TOKEN_MASK, GROUP=QUANT_GROUP, MANT=store_mantissa(moe_buf.dtype),
-        TABLE=table, **meta, **launch)
+        TABLE=table, UNGUARDED_TAIL=contract.sorted_tail is SortedTail.UNGUARDED, **meta, **launch)
     return moe_buf

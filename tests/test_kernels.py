@@ -13,15 +13,17 @@ from kernels.contracts import (
     Activation,
     Contract,
     MemsetRows,
+    NegativeIds,
     Padding,
     Policy,
     Predicate,
     Quant,
+    SortedTail,
     sorted_size,
     stage1_footprint,
 )
 from kernels.fused_moe import DTYPES, fused_moe, fused_moe_ref, make_inputs, stage1_ref
-from kernels.moe_sorting import moe_sorting_into, moe_sorting_ref, sorting_buffers
+from kernels.moe_sorting import _SCAN_BLOCK, _count_kernel, moe_sorting_into, moe_sorting_ref, sorting_buffers
 from kernels.moe_stage1 import moe_stage1
 from kernels.quant import FP8, FP8_MAX, FP8_MIN_EXP, per_1x128_quant, per_1x128_quant_ref
 
@@ -214,3 +216,50 @@ def test_stage1_writes_exactly_the_predicted_bytes(device, seed, policy, contrac
     written = max(fp.memset_bytes, fp.scatter_rows * 2 * inter * 4)
     assert _touched_bytes(arena) == written
     assert max(written - fp.alloc_bytes, 0) == fp.predicted_overflow_bytes
+
+
+@pytest.mark.parametrize(("negative_ids", "before"), [(NegativeIds.FILTERED, INT_POISON), (NegativeIds.UNFILTERED, 8)])
+def test_count_pass_on_idle_ids(device, seed, negative_ids, before):
+    """rocm-libraries #6242: unfiltered, the histogram of ids -1 lands at counts[-1], inside a guard here."""
+    experts, topk, guard = 16, 4, 8
+    x = make_inputs(3, 128, 128, experts, topk, "bf16", Quant.NONE, seed, device, aliased=True, idle_tokens=2)
+    slab = torch.full((guard + experts + guard,), INT_POISON, dtype=torch.int32, device=device)
+    counts = slab[guard:guard + experts]
+    ids = x.topk_ids.reshape(-1)
+    first = -1 if negative_ids is NegativeIds.UNFILTERED else 0
+    _count_kernel[(experts - first,)](ids, counts, ids.numel(), SCAN=_SCAN_BLOCK, FIRST=first)
+    assert torch.equal(counts.cpu(), torch.bincount(ids[ids >= 0].long().cpu(), minlength=experts).int())
+    assert int(slab[guard - 1]) == before  # 2 idle tokens x topk 4 ids of -1
+    assert bool((slab[:guard - 1] == INT_POISON).all())
+    assert bool((slab[guard + experts:] == INT_POISON).all())
+
+
+@pytest.mark.parametrize("tail", list(SortedTail))
+def test_stage2_tail_past_num_valid(device, seed, tail, monkeypatch):
+    """S5: with the tail of the sorted buffers poisoned, the unguarded stage2 puts NaN into the idle token's
+    row (its folded target); with the tail zeroed, or with the early exit, the output is right."""
+    x = make_inputs(2, 256, 128, 64, 8, "bf16", Quant.NONE, seed, device, aliased=True, idle_tokens=1)
+    ref = fused_moe_ref(x)
+    real_empty = torch.empty
+
+    def run(poisoned: bool) -> torch.Tensor:
+        def empty(*args, **kwargs):
+            out = real_empty(*args, **kwargs)
+            if out.dtype == torch.int32:
+                return out.fill_(0x7FC57FC5 if poisoned else 0)
+            return out.fill_(float("nan") if poisoned else 0.0)
+
+        monkeypatch.setattr(torch, "empty", empty)
+        try:
+            return fused_moe(x, block_m=16, splitk=0, contract=Contract(sorted_tail=tail))
+        finally:
+            monkeypatch.setattr(torch, "empty", real_empty)
+
+    tol = TOLERANCE[("bf16", Quant.NONE)]
+    assert_close(run(poisoned=False), ref, tol)
+    poisoned = run(poisoned=True)
+    assert_close(poisoned[:1], ref[:1], tol)
+    if tail is SortedTail.UNGUARDED:  # 0xC57FC5 % 2 = 1: the idle token's row, all NaN
+        assert bool(poisoned[1].isnan().all())
+    else:
+        assert_close(poisoned, ref, tol)

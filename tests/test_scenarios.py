@@ -116,7 +116,7 @@ def _error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: Any = None, te
 
 
 ALL_FIELDS = "why, model, dtype, quant, activation, block_m, splitk, cu_num, capture_sizes, cpu_sizes, " \
-             "contract, policies, seed"
+             "contract, policies, expect_bytes, idle_tokens, seed"
 VERDICTS = "clean, oob-write, oob-read, uninit-read, mismatch, capture-error, crash"
 
 BAD_BODIES = [  # (id, entry body, the whole message)
@@ -127,7 +127,21 @@ BAD_BODIES = [  # (id, entry body, the whole message)
      "x.yaml: s1: model.layers: got unknown field; allowed: hidden, inter, experts, topk, tp"),
     ("unknown-contract-field", _body(contract={"paddin": "masked"}),
      "x.yaml: s1: contract.paddin: got unknown field; "
-     "allowed: padding, stage2_padding, memset_rows, predicate, kbatch_guard, k_per_block"),
+     "allowed: padding, stage2_padding, memset_rows, predicate, kbatch_guard, k_per_block, sorted_tail, "
+     "negative_ids"),
+    ("bad-negative-ids", _body(contract={"negative_ids": "dropped"}),
+     "x.yaml: s1: contract.negative_ids: got 'dropped'; allowed: filtered, unfiltered"),
+    ("expect-bytes-on-clean", _body(expect_bytes={"pr2551": {"buffer": "x", "side": "overflow", "extent": 4}}),
+     "x.yaml: s1: expect_bytes.pr2551: got pr2551 (clean); allowed: a policy the scenario expects to be oob-write"),
+    ("expect-bytes-unknown-field",
+     _body(expect_bytes={"original": {"buffer": "x", "side": "overflow", "extent": 4, "rows": 1}}),
+     "x.yaml: s1: expect_bytes.original.rows: got unknown field; allowed: buffer, side, extent"),
+    ("expect-bytes-bad-side", _body(expect_bytes={"original": {"buffer": "x", "side": "left", "extent": 4}}),
+     "x.yaml: s1: expect_bytes.original.side: got 'left'; allowed: overflow, underflow"),
+    ("expect-bytes-zero-extent", _body(expect_bytes={"original": {"buffer": "x", "side": "overflow", "extent": 0}}),
+     "x.yaml: s1: expect_bytes.original.extent: got 0; allowed: integer >= 1"),
+    ("idle-above-size", _body(idle_tokens=2),
+     "x.yaml: s1: idle_tokens: got 2; allowed: integer <= the smallest capture size (1)"),
     ("bad-padding", _body(contract={"padding": "sideways"}),
      "x.yaml: s1: contract.padding: got 'sideways'; allowed: clipped, unmasked, masked"),
     ("bad-dtype", _body(dtype="fp8"), "x.yaml: s1: dtype: got 'fp8'; allowed: bf16, fp16"),
@@ -220,3 +234,24 @@ def test_folder_without_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(BadInput) as err:
         scenario_files(Path("empty"))
     assert str(err.value) == "empty: got no *.yaml files; allowed: a folder of scenario YAML files"
+
+
+def test_expect_bytes_stands_in_for_the_footprint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An oob-write outside stage1 (no predicted overflow) loads only when it names its buffer and bytes."""
+    body = _body(quant="none", splitk=0, block_m=16, policies={"pr2551": "oob-write"}, idle_tokens=1,
+                 contract={"negative_ids": "unfiltered"})
+    assert "predicted_overflow_bytes = 0" in _error(tmp_path, monkeypatch, body)
+    stated = {"pr2551": {"buffer": "counts", "side": "underflow", "extent": 4}}
+    scenario = _load(tmp_path, monkeypatch, {**body, "expect_bytes": stated})["s1"]
+    (case,) = resolve("s1", scenario, 1, "cpu")
+    assert case.idle_tokens == 1
+    assert case.expect_bytes is not None
+    assert (case.expect_bytes.buffer, case.expect_bytes.side, case.expect_bytes.extent) == ("counts", "underflow", 4)
+    assert case.footprint().predicted_overflow_bytes == 0
+
+
+def test_registry_and_ledger_are_not_scenario_files(tmp_path: Path) -> None:
+    for name in ("a.yaml", "bugs.yaml", "ledger.yaml", "z.yaml"):
+        (tmp_path / name).write_text("{}\n")
+    assert [p.name for p in scenario_files(tmp_path)] == ["a.yaml", "z.yaml"]
+    assert "bugs.yaml" not in {p.name for p in scenario_files(find_scenario_dir())}

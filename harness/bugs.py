@@ -1,0 +1,229 @@
+"""The bug registry: scenarios/bugs.yaml parsed into frozen models, each bug a buggy and a fixed variant.
+
+A variant is (scenario id, policy) at the bug's capture size. The registry states what each variant
+must show, down to the byte: `reproduce` runs both and `judge` compares what was found with it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+
+from harness.errors import bad_value, display_path, show
+from harness.guard import Violation
+from harness.results import CaseResult
+from harness.scenario import (
+    ID_PATTERN,
+    Scenario,
+    Verdict,
+    bad_entry,
+    file_schema,
+    read_yaml,
+    rule,
+)
+from kernels.contracts import Policy
+
+REGISTRY_FILE = "bugs.yaml"
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+Bytes = Annotated[int, Strict(), Field(ge=1)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Variant(_Frozen):
+    """One side of a bug: a scenario's policy, the verdict it must get and, for oob-write, its bytes."""
+
+    scenario: Text
+    policy: Policy
+    verdict: Verdict
+    buffer: Text | None = None  # the corrupted buffer, as the guards name it
+    allocated: Bytes | None = None  # its size in bytes
+    written: Bytes | None = None  # bytes from its far edge through the farthest corrupted byte: allocated + extent
+
+    @model_validator(mode="after")
+    def _bytes_with_oob_write(self) -> Variant:
+        """Byte figures go with oob-write, and only with it."""
+        stated = [f for f in ("buffer", "allocated", "written") if getattr(self, f) is not None]
+        if self.verdict == "oob-write" and len(stated) < 3:
+            missing = next(f for f in ("buffer", "allocated", "written") if f not in stated)
+            raise rule("buffer, allocated and written with verdict oob-write", missing, "nothing")
+        if self.verdict != "oob-write" and stated:
+            raise rule(f"no byte figures with verdict {self.verdict}", stated[0], show(getattr(self, stated[0])))
+        if self.allocated is not None and self.written is not None and self.written <= self.allocated:
+            raise rule(f"integer > allocated ({self.allocated:,})", "written", str(self.written))
+        return self
+
+    @property
+    def extent(self) -> int | None:
+        """Bytes past the buffer's edge that the bug reaches (the guard violation's extent)."""
+        if self.written is None or self.allocated is None:
+            return None
+        return self.written - self.allocated
+
+
+class Bug(_Frozen):
+    """One `scenarios/bugs.yaml` entry; its id is the YAML key."""
+
+    title: Text
+    source: Text  # the PR or issue, e.g. "aiter #2508 / #2551"
+    why: Text
+    size: Annotated[int, Strict(), Field(ge=1)]  # the capture size both variants run at
+    buggy: Variant
+    fixed: Variant
+
+    @model_validator(mode="after")
+    def _against_scenarios(self, info: ValidationInfo) -> Bug:
+        """The buggy side finds something, the fixed side is clean, and both agree with their scenarios."""
+        if self.buggy.verdict == "clean":
+            raise rule("a verdict other than clean", "buggy.verdict", "clean")
+        if self.fixed.verdict != "clean":
+            raise rule("clean", "fixed.verdict", self.fixed.verdict)
+        scenarios: Mapping[str, Scenario] = (info.context or {}).get("scenarios", {})
+        for side, variant in (("buggy", self.buggy), ("fixed", self.fixed)):
+            scenario = scenarios.get(variant.scenario)
+            if scenario is None:
+                raise rule(", ".join(scenarios) or "a scenario id", f"{side}.scenario", repr(variant.scenario))
+            if variant.policy not in scenario.policies:
+                raise rule(", ".join(p.value for p in scenario.policies), f"{side}.policy", variant.policy.value,
+                           f"the policies of {variant.scenario}")
+            expected = scenario.policies[variant.policy]
+            if variant.verdict != expected:
+                raise rule(f"{expected}, as {variant.scenario} expects of {variant.policy.value}",
+                           f"{side}.verdict", variant.verdict)
+            if self.size not in scenario.capture_sizes:
+                raise rule(f"a capture size of {variant.scenario} ({', '.join(map(str, scenario.capture_sizes))})",
+                           "size", str(self.size))
+            stated = scenario.expect_bytes.get(variant.policy)
+            if stated is not None and (stated.buffer, stated.extent) != (variant.buffer, variant.extent):
+                raise rule(f"{stated.buffer} with written - allocated = {stated.extent:,}, as {variant.scenario}"
+                           " states", f"{side}.written", f"{variant.buffer} {show(variant.written)}")
+        return self
+
+
+def registry_path(directory: Path) -> Path:
+    """Where the registry of a scenario folder lives."""
+    return directory / REGISTRY_FILE
+
+
+def load_bugs(path: Path, scenarios: Mapping[str, Scenario]) -> dict[str, Bug]:
+    """Every bug of the registry file, keyed by id in file order; each checked against `scenarios`."""
+    shown = display_path(path)
+    if not path.is_file():
+        raise bad_value(shown, "", "no such file", "a bug registry YAML file")
+    found: dict[str, Bug] = {}
+    for key, body in read_yaml(path, "a mapping of bug id to bug").items():
+        if not isinstance(key, str) or not re.fullmatch(ID_PATTERN, key):
+            raise bad_value(shown, "bug id", show(key), "lowercase letters, digits, '.', '_', '-'")
+        try:
+            found[key] = Bug.model_validate(body, context={"scenarios": scenarios})
+        except ValidationError as err:
+            raise bad_entry(f"{shown}: {key}", err, Bug) from None
+    if not found:
+        raise bad_value(shown, "", "no bugs", "a mapping of bug id to bug")
+    return found
+
+
+def pick_bug(bugs: Mapping[str, Bug], bug_id: str, path: Path) -> Bug:
+    """The bug named `bug_id`; an unknown id lists the known ones."""
+    if bug_id not in bugs:
+        raise bad_value(display_path(path), "", f"unknown bug {bug_id!r}", ", ".join(bugs))
+    return bugs[bug_id]
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What one variant's run showed: the verdict and, when a buffer was corrupted, by how much."""
+
+    verdict: Verdict
+    buffer: str | None
+    allocated: int | None
+    written: int | None  # allocated + extent
+    first: int | None  # corrupted range, in bytes from the buffer's start (negative: before it)
+    last: int | None
+
+    @property
+    def ratio(self) -> float | None:
+        """Bytes written over bytes allocated: 16.0 for aiter #2508's memset."""
+        if self.written is None or not self.allocated:
+            return None
+        return self.written / self.allocated
+
+
+def _pick_violation(variant: Variant, violations: tuple[Violation, ...]) -> Violation | None:
+    """The violation of the registry's buffer if there is one, else the farthest-reaching."""
+    named = [v for v in violations if v.buffer == variant.buffer]
+    if named:
+        return named[0]
+    return violations[0] if violations else None
+
+
+def figures(variant: Variant, result: CaseResult) -> Figures:
+    """The figures of a variant's result, read off the violation the registry names."""
+    v = _pick_violation(variant, result.violations)
+    if v is None:
+        return Figures(result.verdict, None, None, None, None, None)
+    if v.side == "overflow":
+        first, last = v.buffer_bytes + v.first_offset, v.buffer_bytes + v.last_offset
+    else:
+        first, last = v.first_offset, v.last_offset
+    return Figures(result.verdict, v.buffer, v.buffer_bytes, v.buffer_bytes + v.extent, first, last)
+
+
+def matches(variant: Variant, found: Figures) -> bool:
+    """Whether a run shows exactly what the registry states: the verdict, and the bytes for oob-write."""
+    if found.verdict != variant.verdict:
+        return False
+    if variant.verdict != "oob-write":
+        return True
+    return (found.buffer, found.allocated, found.written) == (variant.buffer, variant.allocated, variant.written)
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """Both variants of one bug, run: detected in the buggy one, clean in the fixed one, or not."""
+
+    bug_id: str
+    bug: Bug
+    buggy: CaseResult
+    fixed: CaseResult
+
+    @property
+    def detected(self) -> bool:
+        """The buggy variant shows the registry's verdict and bytes."""
+        return matches(self.bug.buggy, figures(self.bug.buggy, self.buggy))
+
+    @property
+    def clean(self) -> bool:
+        """The fixed variant is clean and numerically right."""
+        return self.fixed.verdict == "clean" and self.fixed.passed
+
+    @property
+    def reproduced(self) -> bool:
+        """What `reproduce` exits 0 on."""
+        return self.detected and self.clean
+
+    def record(self) -> dict[str, Any]:
+        """The JSON object of `reproduce --json`."""
+        return {"bug": self.bug_id, "source": self.bug.source, "detected": self.detected, "clean": self.clean,
+                "reproduced": self.reproduced, "buggy": self.buggy.record(), "fixed": self.fixed.record()}
+
+def registry_schema() -> dict[str, Any]:
+    """The JSON Schema of scenarios/bugs.yaml."""
+    return file_schema(Bug, "graph-harness bug registry: bug id -> bug")
