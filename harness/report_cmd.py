@@ -1,9 +1,227 @@
-"""`graph-harness report`: the nightly job (being built: issue 4, section 3)."""
+"""`graph-harness report`: the nightly job. Run the matrix (or read a run's JSON), write tables, plots and reports."""
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import json
+import os
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from harness.errors import bad_value, display_path
+from harness.results import CaseResult
+from reports.baseline import (
+    DEFAULT_LATENCY_THRESHOLD,
+    compare,
+    diff_headline,
+    diff_table,
+    job_failed,
+    plural,
+    repro_command,
+    summarize,
+)
+from reports.frame import csv_text, frame_results, parquet_bytes, read_csv, read_parquet, results_frame
+from reports.html import report_html
+from reports.markdown import headline, report_markdown
+from reports.plots import latency_plot, verdict_heatmap
+
+if TYPE_CHECKING:
+    from harness.cli import Subparsers
+
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+RESULTS_PARQUET, RESULTS_CSV = "results.parquet", "results.csv"
+# (caption, file name) of each figure; report.md links the files, report.html inlines the same bytes.
+FIGURES = (("verdict per scenario x capture size, per policy", "verdicts.png"),
+           ("replay latency against capture size: split-K (filled) against ksplit = 1 (hollow)", "latency.png"))
+_RUN_FLAGS = ("scenarios", "policies", "sizes", "seed", "replays", "guard_budget", "scenario_dir")
+_FROM_BASELINE = "a folder written by graph-harness report --out (results.parquet or results.csv)"
 
 
-def add_report(sub: Any) -> None:
-    """Register the `report` subcommand (not yet registered)."""
+def _threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value >= 0 and value != float("inf"):
+        return value
+    raise argparse.ArgumentTypeError(f"got {text!r}; allowed: percent >= 0")
+
+
+def add_report(sub: Subparsers) -> None:
+    """Register the `report` subcommand, with the selection flags of `run`."""
+    # harness.cli imports this module to register it, so its flag parsers are imported once it has loaded.
+    from harness.cli import _at_least_two, _gib, _non_negative_int, _positive_int
+    from kernels.contracts import Policy
+
+    parser = sub.add_parser("report", help="run every case (or read a run's JSON); write results, plots, reports")
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario id (default: all)")
+    parser.add_argument("--out", type=Path, default=Path("report"), metavar="DIR",
+                        help="folder for results.parquet/.csv, report.md, report.html (default: ./report)")
+    parser.add_argument("--baseline", type=Path, metavar="DIR", help="an earlier report's --out folder to compare to")
+    parser.add_argument("--from-json", type=Path, metavar="FILE",
+                        help="report on a `graph-harness run --json` file instead of running")
+    parser.add_argument("--latency-threshold", type=_threshold, default=DEFAULT_LATENCY_THRESHOLD, metavar="PCT",
+                        help=f"replay time growth over the baseline reported as a regression "
+                             f"(default: {DEFAULT_LATENCY_THRESHOLD:g})")
+    parser.add_argument("--policy", dest="policies", action="append", choices=[p.value for p in Policy],
+                        metavar="P", help="stage1 allocation policy (repeatable; default: the scenario's)")
+    parser.add_argument("--sizes", nargs="+", type=_positive_int, metavar="T",
+                        help="capture sizes (default: the scenario's, cpu_sizes on CPU)")
+    parser.add_argument("--seed", type=_non_negative_int, metavar="N", help="seed (default: the scenario's)")
+    parser.add_argument("--replays", type=_at_least_two, metavar="N", help="replays per graph (>= 2; default: 2)")
+    parser.add_argument("--guard-budget", type=_gib, metavar="GIB",
+                        help="guard slab size (default: 1 GiB on CPU, 60%% of free GPU memory up to 48 GiB)")
+    parser.add_argument("--scenarios", dest="scenario_dir", type=Path, metavar="DIR",
+                        help="scenario folder (default: ./scenarios, else the repository's)")
+    parser.set_defaults(command=_report)
+
+
+def _write(path: Path, data: bytes | str) -> None:
+    """Write whole or not at all: an interrupt mid-write leaves the previous file, never half of one."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        if isinstance(data, str):
+            partial.write_text(data, encoding="utf-8")
+        else:
+            partial.write_bytes(data)
+        os.replace(partial, path)
+    except OSError as err:
+        raise bad_value("--out", "", display_path(path), "a writable folder", err.strerror or "") from err
+
+
+def _write_results(out: Path, results: Sequence[CaseResult], stamps: Sequence[datetime]) -> None:
+    frame = results_frame(results, stamps)
+    _write(out / RESULTS_PARQUET, parquet_bytes(frame))
+    _write(out / RESULTS_CSV, csv_text(frame))
+
+
+def _read_baseline(directory: Path) -> list[CaseResult]:
+    shown = display_path(directory)
+    if not directory.is_dir():
+        raise bad_value("--baseline", "", shown, _FROM_BASELINE, "no such folder")
+    parquet, csv = directory / RESULTS_PARQUET, directory / RESULTS_CSV
+    source = parquet if parquet.is_file() else csv if csv.is_file() else None
+    if source is None:
+        raise bad_value("--baseline", "", shown, _FROM_BASELINE, "it holds neither")
+    try:
+        frame = read_parquet(source.read_bytes()) if source == parquet else read_csv(source.read_text("utf-8"))
+        return frame_results(frame)
+    except (OSError, ValueError) as err:  # pandas' parser and empty-data errors are ValueErrors
+        raise bad_value("--baseline", "", display_path(source), _FROM_BASELINE, str(err)) from err
+
+
+def _read_json(path: Path) -> tuple[list[CaseResult], datetime]:
+    """The results of a `run --json` file, and when it was last written (its cases' timestamp)."""
+    shown, allowed = display_path(path), "a non-empty JSON list written by graph-harness run --json"
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        written = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+    except OSError as err:
+        raise bad_value("--from-json", "", shown, allowed, err.strerror or str(err)) from err
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise bad_value("--from-json", "", shown, allowed, f"invalid JSON: {err}") from err
+    if not isinstance(data, list) or not data:
+        raise bad_value("--from-json", "", shown, allowed, f"it holds {'[]' if data == [] else type(data).__name__}")
+    results = []
+    for index, record in enumerate(data):
+        try:
+            results.append(CaseResult.from_record(record))
+        except ValueError as err:
+            raise bad_value("--from-json", "", shown, allowed, f"record {index + 1}: {err}") from err
+    return results, written
+
+
+def _prepare(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise bad_value("--out", "", display_path(out), "a folder that exists or can be made",
+                        err.strerror or str(err)) from err
+
+
+def _run_matrix(args: argparse.Namespace, results: list[CaseResult], stamps: list[datetime]) -> None:
+    """Run every planned scenario-policy group, rewriting the results after each; appends as it goes."""
+    from harness.cli import _plan
+    from harness.guard import GuardBudgetError
+    from harness.run import profile_of, resolve_cases, run_cases
+    from kernels._triton import device
+
+    dev = device()
+    plan = _plan(args, profile_of(dev))
+    replays = {} if args.replays is None else {"replays": args.replays}  # else run_cases' own default
+    _prepare(args.out)
+    _write_results(args.out, [], [])  # a stale run's rows never pass for this one's, and a bad --out fails now
+    stderr = Console(stderr=True)
+    # Off in a pipe (the nightly job's log): there a stopped live display leaves a blank line before any error.
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=stderr, transient=True, disable=not stderr.is_terminal)
+    with progress:
+        task = progress.add_task("cases", total=sum(len(sizes) for *_, sizes in plan))
+        for scenario_id, scenario, policy, sizes in plan:
+            progress.update(task, description=f"{scenario_id} {policy.value} T={','.join(map(str, sizes))}")
+            cases = resolve_cases(scenario_id, scenario, policy, sizes, profile_of(dev), args.seed)
+            try:
+                group = run_cases(cases, dev, budget=args.guard_budget, **replays)
+            except GuardBudgetError as err:
+                shown = f"{args.guard_budget / (1 << 30):g} GiB" if args.guard_budget else "the default"
+                raise bad_value("--guard-budget", "", shown, "a budget the case fits in and the device holds",
+                                str(err)) from err
+            results.extend(group)
+            stamps.extend([datetime.now(timezone.utc)] * len(group))
+            _write_results(args.out, results, stamps)
+            progress.advance(task, len(sizes))
+
+
+def _report(args: argparse.Namespace, console: Console) -> int:
+    """Run or read the results; write results, figures and reports; exit 1 on a new failure or lost detection."""
+    if args.from_json is not None:
+        given = [f for f in _RUN_FLAGS if getattr(args, f) not in (None, [])]
+        if given:
+            raise bad_value("--from-json", "", f"{display_path(args.from_json)} with {', '.join(given)}",
+                            "--from-json with --out, --baseline and --latency-threshold only")
+    baseline = _read_baseline(args.baseline) if args.baseline is not None else None
+    results: list[CaseResult] = []
+    stamps: list[datetime] = []
+    interrupted = False
+    if args.from_json is not None:
+        read, written = _read_json(args.from_json)
+        _prepare(args.out)
+        results, stamps = read, [written] * len(read)
+        _write_results(args.out, results, stamps)
+    else:
+        try:
+            _run_matrix(args, results, stamps)
+        except KeyboardInterrupt:
+            interrupted = True
+            _prepare(args.out)  # Ctrl-C while planning: the (empty) report still goes where it was asked
+    summary = summarize(results)
+    diff = compare(results, baseline, args.latency_threshold) if baseline is not None else None
+    generated = datetime.now(timezone.utc)
+    figures = [verdict_heatmap(results), latency_plot(results)]
+    for (_, name), png in zip(FIGURES, figures, strict=True):
+        _write(args.out / name, png)
+    _write(args.out / "report.md", report_markdown(results, summary, diff, generated, images=FIGURES))
+    _write(args.out / "report.html", report_html(results, summary, diff, generated,
+                                                 images=[(caption, png) for (caption, _), png in
+                                                         zip(FIGURES, figures, strict=True)]))
+    if diff is not None:
+        if diff.new_failures or diff.fixed or diff.latency_regressions:
+            console.print(diff_table(diff))
+        console.print(diff_headline(diff), markup=False, highlight=False)
+    for r in summary.failures:
+        console.print(Text.assemble(("FAIL", "red"), f" {r.scenario} {r.policy} T={r.capture_size}: {r.reason}"))
+        console.print(f"  repro: {repro_command(r)}", markup=False)
+    console.print(headline(summary, diff), markup=False, highlight=False)
+    console.print(f"wrote {display_path(args.out / 'report.html')}", markup=False, highlight=False)
+    if interrupted:
+        console.print(f"interrupted: the report holds the {plural(len(results), 'case')} that finished", markup=False)
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if job_failed(summary, diff) else 0
+

@@ -6,11 +6,12 @@ import functools
 import math
 import platform
 import subprocess
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, get_args
 
-from harness.guard import Violation
+from harness.guard import Side, Violation
 from harness.scenario import Verdict
 
 # Verdicts by precedence: a case that both overruns and mismatches is an oob-write.
@@ -28,6 +29,12 @@ class Environment:
     triton: str
     python: str
     commit: str
+
+    @classmethod
+    def from_record(cls, record: object) -> Environment:
+        """The environment of a record's `env` object; ValueError names a missing or mistyped field."""
+        obj = _mapping(record, "env")
+        return cls(*(_str(obj, f.name, "env.") for f in fields(cls)))
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,110 @@ class CaseResult:
             for v in self.violations]
         record["notes"] = list(self.notes)
         return record
+
+    @classmethod
+    def from_record(cls, record: object) -> CaseResult:
+        """The result a `record()` object describes; ValueError names a missing or mistyped field."""
+        obj = _mapping(record, "record")
+        missing = [f.name for f in fields(cls) if f.name not in obj]
+        if missing:
+            raise ValueError(f"missing field{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+        violations = obj["violations"]
+        notes = obj["notes"]
+        if not isinstance(violations, list | tuple):
+            raise ValueError(f"violations: got {type(violations).__name__}; allowed: a list of objects")
+        if not isinstance(notes, list | tuple) or not all(isinstance(n, str) for n in notes):
+            raise ValueError("notes: allowed: a list of strings")
+        return cls(
+            scenario=_str(obj, "scenario"), policy=_str(obj, "policy"), capture_size=_int(obj, "capture_size"),
+            seed=_int(obj, "seed"), block_m=_int(obj, "block_m"), splitk=_int(obj, "splitk"),
+            backend=_str(obj, "backend"), verdict=_verdict(obj, "verdict"), expected=_verdict(obj, "expected"),
+            passed=_bool(obj, "passed"), reason=_str(obj, "reason"),
+            violations=tuple(_violation(v, f"violations[{i}].") for i, v in enumerate(violations)),
+            max_rel_err=_opt_float(obj, "max_rel_err"), tolerance=_float(obj, "tolerance"),
+            eager_us=_opt_float(obj, "eager_us"), replay_us=_opt_float(obj, "replay_us"),
+            predicted_overflow_bytes=_int(obj, "predicted_overflow_bytes"), error=_opt_str(obj, "error"),
+            notes=tuple(notes), env=Environment.from_record(obj["env"]))
+
+
+# Readers of one field of a JSON object (a `record()` read back): each checks the type it needs, so a
+# hand-edited or truncated file names its bad field instead of failing later in a plot. Lists may be tuples,
+# as in a `record()` not yet through JSON.
+def _mapping(value: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise ValueError(f"{where}: got {type(value).__name__}; allowed: an object")
+    return cast(Mapping[str, Any], value)
+
+
+def _get(obj: Mapping[str, Any], name: str, prefix: str) -> Any:
+    if name not in obj:
+        raise ValueError(f"missing field {prefix}{name}")
+    return obj[name]
+
+
+def _wrong(name: str, prefix: str, value: object, allowed: str) -> ValueError:
+    return ValueError(f"{prefix}{name}: got {value!r}; allowed: {allowed}")
+
+
+def _str(obj: Mapping[str, Any], name: str, prefix: str = "") -> str:
+    value = _get(obj, name, prefix)
+    if not isinstance(value, str):
+        raise _wrong(name, prefix, value, "a string")
+    return value
+
+
+def _opt_str(obj: Mapping[str, Any], name: str, prefix: str = "") -> str | None:
+    return None if _get(obj, name, prefix) is None else _str(obj, name, prefix)
+
+
+def _int(obj: Mapping[str, Any], name: str, prefix: str = "") -> int:
+    value = _get(obj, name, prefix)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _wrong(name, prefix, value, "an integer")
+    return value
+
+
+def _bool(obj: Mapping[str, Any], name: str) -> bool:
+    value = _get(obj, name, "")
+    if not isinstance(value, bool):
+        raise _wrong(name, "", value, "true or false")
+    return value
+
+
+def _float(obj: Mapping[str, Any], name: str) -> float:
+    value = _get(obj, name, "")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _wrong(name, "", value, "a number")
+    return float(value)
+
+
+def _opt_float(obj: Mapping[str, Any], name: str) -> float | None:
+    return None if _get(obj, name, "") is None else _float(obj, name)
+
+
+def _verdict(obj: Mapping[str, Any], name: str) -> Verdict:
+    value = _str(obj, name)
+    if value not in VERDICTS:
+        raise _wrong(name, "", value, ", ".join(VERDICTS))
+    return value
+
+
+def _violation(record: object, prefix: str) -> Violation:
+    obj = _mapping(record, prefix.rstrip("."))
+    side = _str(obj, "side", prefix)
+    if side not in get_args(Side):
+        raise _wrong("side", prefix, side, ", ".join(get_args(Side)))
+    rows = _get(obj, "rows", prefix)
+    op = _get(obj, "op", prefix)
+    phases = _get(obj, "phases", prefix)
+    if not isinstance(phases, list | tuple) or not all(isinstance(p, str) for p in phases):
+        raise _wrong("phases", prefix, phases, "a list of strings")
+    return Violation(
+        buffer=_str(obj, "buffer", prefix), site=_str(obj, "site", prefix), side=cast(Side, side),
+        first_offset=_int(obj, "first_offset", prefix), last_offset=_int(obj, "last_offset", prefix),
+        bytes=_int(obj, "bytes", prefix), rows=None if rows is None else _int(obj, "rows", prefix),
+        buffer_bytes=_int(obj, "buffer_bytes", prefix), op=None if op is None else _str(obj, "op", prefix),
+        phases=tuple(phases))
 
 
 @functools.cache

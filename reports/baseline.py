@@ -1,0 +1,205 @@
+"""What a report says of its results: the summary counts, and the comparison against a baseline run."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from rich.table import Table
+from rich.text import Text
+
+from harness.results import VERDICTS, CaseResult, Environment
+
+DEFAULT_LATENCY_THRESHOLD = 10.0  # percent; a CPU interpreter run varies by ~5% from one night to the next
+
+# A case's identity across runs; a second seed of the same case is the same case.
+Key = tuple[str, str, int]
+
+
+def case_key(result: CaseResult) -> Key:
+    """(scenario, policy, capture size): what a baseline case is matched on."""
+    return result.scenario, result.policy, result.capture_size
+
+
+def repro_command(result: CaseResult) -> str:
+    """The one command that reruns this case."""
+    return (f"graph-harness run {result.scenario} --policy {result.policy} --sizes {result.capture_size} "
+            f"--seed {result.seed}")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Counts over one report's results, in the order a reader wants them."""
+
+    cases: int
+    passed: int
+    failed: int
+    verdicts: tuple[tuple[str, int], ...]  # (verdict, cases) in precedence order, verdicts seen only
+    scenarios: tuple[str, ...]
+    policies: tuple[str, ...]
+    environments: tuple[Environment, ...]
+    failures: tuple[CaseResult, ...]
+
+
+def summarize(results: Sequence[CaseResult]) -> Summary:
+    """Pass/fail and verdict counts, the scenarios, policies and environments, and the failed cases."""
+    counts = Counter(r.verdict for r in results)
+    failures = tuple(r for r in results if not r.passed)
+    return Summary(
+        cases=len(results), passed=len(results) - len(failures), failed=len(failures),
+        verdicts=tuple((v, counts[v]) for v in VERDICTS if counts[v]),
+        scenarios=tuple(dict.fromkeys(r.scenario for r in results)),
+        policies=tuple(dict.fromkeys(r.policy for r in results)),
+        environments=tuple(dict.fromkeys(r.env for r in results)), failures=failures)
+
+
+@dataclass(frozen=True)
+class CaseChange:
+    """One case whose outcome changed against the baseline."""
+
+    scenario: str
+    policy: str
+    capture_size: int
+    expected: str
+    before: str | None  # the baseline's verdict; None when the baseline did not run the case
+    before_passed: bool | None
+    after: str
+    after_passed: bool
+    reason: str  # why the case passes or fails now
+
+
+@dataclass(frozen=True)
+class LatencyChange:
+    """One case whose replay time grew past the threshold."""
+
+    scenario: str
+    policy: str
+    capture_size: int
+    splitk: int
+    before_us: float
+    after_us: float
+
+    @property
+    def percent(self) -> float:
+        """Growth of the replay time over the baseline's, in percent."""
+        return (self.after_us - self.before_us) / self.before_us * 100
+
+
+@dataclass(frozen=True)
+class BaselineDiff:
+    """The current results against a baseline's; a detection regression is also a new failure."""
+
+    compared: int  # cases present in both
+    added: int  # cases the baseline did not run
+    dropped: int  # baseline cases not run now
+    new_failures: tuple[CaseChange, ...]  # passed (or absent) in the baseline, fail now
+    fixed: tuple[CaseChange, ...]  # failed in the baseline, pass now
+    detection_regressions: tuple[CaseChange, ...]  # a buggy policy's violation found in the baseline, missed now
+    latency_regressions: tuple[LatencyChange, ...]
+    threshold_pct: float
+
+    @property
+    def failing(self) -> bool:
+        """Whether the nightly job fails: a new failure or a detection regression."""
+        return bool(self.new_failures or self.detection_regressions)
+
+
+def _by_key(results: Iterable[CaseResult]) -> dict[Key, CaseResult]:
+    """Each case once; of several seeds, a failing one, so a failure is never hidden by a pass."""
+    keyed: dict[Key, CaseResult] = {}
+    for r in results:
+        held = keyed.get(case_key(r))
+        if held is None or (held.passed and not r.passed):
+            keyed[case_key(r)] = r
+    return keyed
+
+
+def compare(current: Sequence[CaseResult], baseline: Sequence[CaseResult],
+            threshold_pct: float = DEFAULT_LATENCY_THRESHOLD) -> BaselineDiff:
+    """New failures, fixed cases, detection regressions and replay-time growth over `threshold_pct` percent."""
+    now, before = _by_key(current), _by_key(baseline)
+    new_failures: list[CaseChange] = []
+    fixed: list[CaseChange] = []
+    detection: list[CaseChange] = []
+    latency: list[LatencyChange] = []
+    for key, r in now.items():
+        old = before.get(key)
+        change = CaseChange(r.scenario, r.policy, r.capture_size, r.expected, None if old is None else old.verdict,
+                            None if old is None else old.passed, r.verdict, r.passed, r.reason)
+        if not r.passed and (old is None or old.passed):
+            new_failures.append(change)
+            if old is not None and r.expected != "clean":
+                detection.append(change)
+        elif r.passed and old is not None and not old.passed:
+            fixed.append(change)
+        if old is not None and old.replay_us and r.replay_us is not None:
+            moved = LatencyChange(r.scenario, r.policy, r.capture_size, r.splitk, old.replay_us, r.replay_us)
+            if moved.percent > threshold_pct:
+                latency.append(moved)
+    return BaselineDiff(
+        compared=len(now.keys() & before.keys()), added=len(now.keys() - before.keys()),
+        dropped=len(before.keys() - now.keys()), new_failures=tuple(new_failures), fixed=tuple(fixed),
+        detection_regressions=tuple(detection), latency_regressions=tuple(latency), threshold_pct=threshold_pct)
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 new failure`, `2 new failures`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def diff_headline(diff: BaselineDiff) -> str:
+    """One line: the counts of every kind of change, and whether they fail the job."""
+    verdict = "FAIL" if diff.failing else "ok"
+    return (f"{verdict}: {plural(len(diff.new_failures), 'new failure')} "
+            f"({plural(len(diff.detection_regressions), 'detection regression')}), {len(diff.fixed)} fixed, "
+            f"{plural(len(diff.latency_regressions), 'replay latency regression')} over {diff.threshold_pct:g}%; "
+            f"{plural(diff.compared, 'case')} compared, {diff.added} new, {diff.dropped} not run")
+
+
+def _outcome(verdict: str | None, passed: bool | None) -> str:
+    if verdict is None:
+        return "absent"
+    return f"{verdict} {'ok' if passed else 'FAIL'}"
+
+
+def change_label(change: CaseChange, diff: BaselineDiff) -> str:
+    """`detection regression`, `new failure` or `fixed`: the strongest thing a change is."""
+    if change in diff.detection_regressions:
+        return "detection regression"
+    return "new failure" if change in diff.new_failures else "fixed"
+
+
+def diff_rows(diff: BaselineDiff) -> list[tuple[str, str, str, str, str, str]]:
+    """(change, scenario, policy, T, baseline, now) per change: regressions first, then fixes, then latency."""
+    rows = []
+    for change in (*diff.new_failures, *diff.fixed):
+        rows.append((change_label(change, diff), change.scenario, change.policy, f"{change.capture_size:,}",
+                     _outcome(change.before, change.before_passed), _outcome(change.after, change.after_passed)))
+    rows.sort(key=lambda row: ("detection regression", "new failure", "fixed").index(row[0]))
+    for moved in diff.latency_regressions:
+        split = f"splitk {moved.splitk}" if moved.splitk > 1 else "ksplit 1"
+        rows.append((f"latency ({split})", moved.scenario, moved.policy, f"{moved.capture_size:,}",
+                     f"{moved.before_us:,.1f} us", f"{moved.after_us:,.1f} us ({moved.percent:+.1f}%)"))
+    return rows
+
+
+_STYLE = {"detection regression": "red bold", "new failure": "red", "fixed": "green"}
+
+
+def diff_table(diff: BaselineDiff) -> Table:
+    """Every change against the baseline, one line each (its counts are `diff_headline`)."""
+    table = Table(title="changes against the baseline")
+    for header in ("change", "scenario", "policy"):
+        table.add_column(header, no_wrap=True)
+    table.add_column("T", justify="right")
+    table.add_column("baseline", no_wrap=True)
+    table.add_column("now", no_wrap=True)
+    for label, *rest in diff_rows(diff):
+        table.add_row(Text(label, style=_STYLE.get(label, "yellow")), *rest)
+    return table
+
+
+def job_failed(summary: Summary, diff: BaselineDiff | None) -> bool:
+    """Whether the nightly job fails: against a baseline, on its verdict; without one, every failure is new."""
+    return diff.failing if diff is not None else summary.failed > 0

@@ -1,0 +1,134 @@
+"""Report figures as PNG bytes (matplotlib's Agg canvas, no pyplot state): the verdict heatmap and replay latency."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import ScalarFormatter
+
+from harness.results import VERDICTS, CaseResult
+
+DPI = 100
+VERDICT_COLOURS: dict[str, str] = {
+    "capture-error": "#7f0000", "crash": "#000000", "oob-write": "#d62728", "oob-read": "#ff7f0e",
+    "uninit-read": "#e377c2", "mismatch": "#bcbd22", "clean": "#2ca02c"}
+# Cell labels fit a 0.55-inch column at 7 pt up to this many sizes; the 51 vLLM sizes get colour alone.
+_LABELLED_SIZES = 16
+_SHORT = {"capture-error": "cap", "crash": "crash", "oob-write": "oobW", "oob-read": "oobR", "uninit-read": "uninit",
+          "mismatch": "mism", "clean": "clean"}
+
+
+def _png(figure: Figure) -> bytes:
+    # A bare Figure (not pyplot's) renders PNG on the Agg canvas with no display and no global figure registry.
+    buffer = io.BytesIO()
+    # No Software/date metadata: the same results give the same bytes.
+    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _message(text: str) -> bytes:
+    figure = Figure(figsize=(6, 1.5), layout="constrained")
+    ax = figure.add_subplot()
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center")
+    return _png(figure)
+
+
+def _worst(a: CaseResult, b: CaseResult) -> CaseResult:
+    """Of two seeds of one cell, the failing one, else the higher-precedence verdict."""
+    return min(a, b, key=lambda r: (r.passed, VERDICTS.index(r.verdict)))
+
+
+def verdict_heatmap(results: Sequence[CaseResult]) -> bytes:
+    """One panel per policy: scenarios down, capture sizes across, each cell coloured by verdict, failures boxed."""
+    if not results:
+        return _message("no results")
+    policies = list(dict.fromkeys(r.policy for r in results))
+    scenarios = list(dict.fromkeys(r.scenario for r in results))
+    sizes = sorted({r.capture_size for r in results})
+    cells: dict[tuple[str, str, int], CaseResult] = {}
+    for r in results:
+        key = (r.policy, r.scenario, r.capture_size)
+        cells[key] = _worst(cells[key], r) if key in cells else r
+    cmap = ListedColormap([VERDICT_COLOURS[v] for v in VERDICTS]).with_extremes(bad="#eeeeee")  # grey: not run
+    norm = BoundaryNorm([i - 0.5 for i in range(len(VERDICTS) + 1)], len(VERDICTS))
+    width = 3.2 + 0.55 * max(len(sizes), 4)
+    panel = 0.9 + 0.32 * len(scenarios)
+    figure = Figure(figsize=(width, panel * len(policies) + 0.9), layout="constrained")
+    axes = figure.subplots(len(policies), 1, squeeze=False)[:, 0]
+    for ax, policy in zip(axes, policies, strict=True):
+        grid = [[math.nan] * len(sizes) for _ in scenarios]
+        for (p, scenario, size), r in cells.items():
+            if p == policy:
+                grid[scenarios.index(scenario)][sizes.index(size)] = VERDICTS.index(r.verdict)
+        ax.imshow(grid, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+        for (p, scenario, size), r in cells.items():
+            if p != policy:
+                continue
+            y, x = scenarios.index(scenario), sizes.index(size)
+            if not r.passed:
+                ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2.5))
+            if len(sizes) <= _LABELLED_SIZES:
+                ax.text(x, y, _SHORT[r.verdict] + ("" if r.passed else "!"), ha="center", va="center", fontsize=7,
+                        color="white" if r.verdict != "mismatch" else "black")
+        ax.set_title(f"policy {policy}", fontsize=10, loc="left")
+        ax.set_xticks(range(len(sizes)), [str(t) for t in sizes], fontsize=7,
+                      rotation=90 if len(sizes) > _LABELLED_SIZES else 0)
+        ax.set_yticks(range(len(scenarios)), scenarios, fontsize=7)
+        ax.set_xlabel("capture size T", fontsize=8)
+    handles = [Patch(color=VERDICT_COLOURS[v], label=v) for v in VERDICTS]
+    handles.append(Patch(facecolor="white", edgecolor="black", linewidth=2.5, label="failed (!)"))
+    figure.legend(handles=handles, loc="outside upper center", ncol=4, fontsize=8, frameon=False)
+    return _png(figure)
+
+
+def latency_plot(results: Sequence[CaseResult]) -> bytes:
+    """Replay time against capture size, one panel per scenario, one line per policy; filled points split K."""
+    timed = [r for r in results if r.replay_us is not None]
+    if not timed:
+        return _message("no replay timings")
+    scenarios = list(dict.fromkeys(r.scenario for r in timed))
+    policies = list(dict.fromkeys(r.policy for r in timed))
+    colours = {p: f"C{i % 10}" for i, p in enumerate(policies)}
+    columns = min(3, len(scenarios))
+    rows = -(-len(scenarios) // columns)
+    figure = Figure(figsize=(4.2 * columns, 3.0 * rows + 0.8), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax, scenario in zip(axes, scenarios, strict=False):
+        here = [r for r in timed if r.scenario == scenario]
+        for policy in policies:
+            line = sorted((r for r in here if r.policy == policy), key=lambda r: r.capture_size)
+            if not line:
+                continue
+            xs = [r.capture_size for r in line]
+            ys = [r.replay_us or 0.0 for r in line]
+            ax.plot(xs, ys, color=colours[policy], linewidth=1.2)
+            split = [r for r in line if r.splitk > 1]
+            whole = [r for r in line if r.splitk <= 1]
+            ax.plot([r.capture_size for r in split], [r.replay_us or 0.0 for r in split], "o", color=colours[policy],
+                    markersize=5)
+            ax.plot([r.capture_size for r in whole], [r.replay_us or 0.0 for r in whole], "s",
+                    markerfacecolor="white", markeredgecolor=colours[policy], markersize=5)
+        sizes = sorted({r.capture_size for r in here})
+        if sizes[-1] >= 8 * sizes[0]:  # vLLM's sizes run 1..512: linear axes crush the decode sizes
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_formatter(ScalarFormatter())  # 1, 2, 4 rather than 2^0, 2^1, 2^2
+        ax.set_title(scenario, fontsize=9, loc="left")
+        ax.set_xlabel("capture size T", fontsize=8)
+        ax.set_ylabel("replay us", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(scenarios):]:
+        ax.axis("off")
+    handles: list[Line2D | Patch] = [Patch(color=colours[p], label=p) for p in policies]
+    handles.append(Line2D([], [], marker="o", linestyle="", color="grey", label="split-K (splitk > 1)"))
+    handles.append(Line2D([], [], marker="s", linestyle="", markerfacecolor="white", markeredgecolor="grey",
+                          label="ksplit = 1"))
+    figure.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    return _png(figure)

@@ -1,0 +1,408 @@
+"""graph-harness report: records back to results, the tidy frame, the baseline diff, figures, Markdown, HTML, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import re
+import shutil
+import struct
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from harness.cli import main
+from harness.guard import GuardBudgetError, Violation
+from harness.results import CaseResult, Environment
+from reports.baseline import compare, diff_headline, diff_table, summarize
+from reports.frame import COLUMNS, csv_text, frame_results, parquet_bytes, read_csv, read_parquet, results_frame
+from reports.html import report_html
+from reports.markdown import report_markdown
+from reports.plots import latency_plot, verdict_heatmap
+
+ENV = Environment(device="cpu (x86_64, triton interpreter)", driver="none", torch="2.13.0", triton="3.5.0",
+                  python="3.11.7", commit="c93abc6f00aa")
+STAMP = datetime(2025, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
+OVERRUN = Violation(buffer="tmp_out", site="kernels/fused_moe.py:88 in fused_moe_2stages", side="overflow",
+                    first_offset=0, last_offset=1_966_079, bytes=1_966_080, rows=120, buffer_bytes=131_072,
+                    op="moe_stage1", phases=("eager", "replay"))
+
+
+def case(scenario: str = "dsv3", policy: str = "original", size: int = 1, *, verdict: str = "oob-write",
+         expected: str = "oob-write", passed: bool = True, replay_us: float | None = 100.0, splitk: int = 2,
+         reason: str = "expected oob-write found") -> CaseResult:
+    """A hand-made result; a buggy policy's violation is the founding 16x overrun."""
+    return CaseResult(
+        scenario=scenario, policy=policy, capture_size=size, seed=3, block_m=16, splitk=splitk, backend="reexec",
+        verdict=verdict, expected=expected, passed=passed, reason=reason,  # type: ignore[arg-type]
+        violations=(OVERRUN,) if verdict == "oob-write" else (), max_rel_err=2.5e-3, tolerance=3e-2,
+        eager_us=None if replay_us is None else replay_us * 2, replay_us=replay_us,
+        predicted_overflow_bytes=1_966_080 if expected == "oob-write" else 0, error=None,
+        notes=("tmp_out: guard shrunk",) if verdict == "oob-write" else (), env=ENV)
+
+
+def matrix() -> list[CaseResult]:
+    """Two scenarios x two policies x T=1,2,4,8: splitk 4/2 at T=1/2, none above; one failure (b original T=8)."""
+    results = []
+    for scenario in ("a", "b"):
+        for policy, expect in (("original", "oob-write"), ("pr2551", "clean")):
+            for size, splitk in ((1, 4), (2, 2), (4, 1), (8, 1)):
+                missed = scenario == "b" and policy == "original" and size == 8
+                results.append(case(scenario, policy, size, verdict="clean" if missed else expect, expected=expect,
+                                    passed=not missed, splitk=splitk, replay_us=10.0 * size + (policy == "pr2551"),
+                                    reason="expected oob-write, found clean" if missed else "as expected"))
+    return results
+
+
+def _one_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("graph-harness: error: ")
+    return lines[0]
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])  # IHDR, the first chunk
+    return width, height
+
+
+def _write_json(path: Path, results: list[CaseResult]) -> Path:
+    path.write_text(json.dumps([r.record() for r in results]), encoding="utf-8")
+    return path
+
+
+# Records back to results
+
+
+def test_from_record_inverts_record() -> None:
+    results = [*matrix(), dataclasses.replace(case(replay_us=None), error="invalid argument", max_rel_err=None)]
+    assert [CaseResult.from_record(json.loads(json.dumps(r.record()))) for r in results] == results
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda r: r.pop("verdict"), "missing field verdict"),
+    (lambda r: r.update(verdict="bogus"), "verdict: got 'bogus'; allowed: capture-error, crash, oob-write"),
+    (lambda r: r.update(capture_size="1"), "capture_size: got '1'; allowed: an integer"),
+    (lambda r: r.update(passed=1), "passed: got 1; allowed: true or false"),
+    (lambda r: r["env"].pop("commit"), "missing field env.commit"),
+    (lambda r: r["violations"][0].update(side="left"), "violations[0].side: got 'left'; allowed: underflow, overflow"),
+    (lambda r: r.update(notes="x"), "notes: allowed: a list of strings"),
+])
+def test_from_record_names_the_bad_field(edit, message: str) -> None:
+    record = case().record()
+    edit(record)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        CaseResult.from_record(record)
+
+
+# The tidy frame
+
+
+def test_frame_is_one_row_per_case_with_environment_and_timestamp() -> None:
+    results = matrix()
+    frame = results_frame(results, [STAMP] * len(results))
+    assert list(frame.columns) == list(COLUMNS)
+    assert len(frame) == 16
+    row = frame.iloc[0]
+    assert (row["scenario"], row["policy"], row["capture_size"], row["splitk"], row["verdict"]) == (
+        "a", "original", 1, 4, "oob-write")
+    assert (row["outside_bytes"], row["env_device"], row["env_commit"]) == (1_966_080, ENV.device, ENV.commit)
+    assert row["timestamp"] == pd.Timestamp("2025-03-04T05:06:07Z")
+    assert json.loads(row["violations"])[0]["bytes"] == 1_966_080
+    assert frame["passed"].sum() == 15
+
+
+def test_frame_round_trips_through_parquet_and_csv() -> None:
+    results = [*matrix(), dataclasses.replace(case(replay_us=None), error="invalid argument", max_rel_err=None,
+                                              reason="NA, with a comma")]
+    frame = results_frame(results, [STAMP] * len(results))
+    assert frame_results(read_parquet(parquet_bytes(frame))) == results
+    text = csv_text(frame)
+    assert text.splitlines()[1].startswith("2025-03-04T05:06:07+00:00,a,original,1,3,16,4,reexec,oob-write,")
+    back = read_csv(text)
+    assert frame_results(back) == results
+    assert back["timestamp"].iloc[0] == pd.Timestamp("2025-03-04T05:06:07Z")
+
+
+def test_frame_results_names_a_missing_column() -> None:
+    frame = results_frame([case()], [STAMP]).drop(columns=["verdict", "env_commit"])
+    with pytest.raises(ValueError, match="^missing columns verdict, env_commit$"):
+        frame_results(frame)
+
+
+# Against a baseline
+
+
+def test_compare_sorts_changes_by_kind() -> None:
+    before = [
+        case("s", "original", 1),  # detected before, missed now: a detection regression (and a new failure)
+        case("s", "pr2551", 1, verdict="clean", expected="clean"),  # clean before, mismatch now: a new failure
+        case("s", "original", 2, verdict="clean", passed=False),  # missed before, found now: fixed
+        case("s", "original", 4, replay_us=100.0),  # 12% slower now
+        case("s", "original", 8, replay_us=100.0),  # 8% slower now: under the 10% threshold
+        case("s", "original", 16),  # not run now
+    ]
+    now = [
+        case("s", "original", 1, verdict="clean", passed=False),
+        case("s", "pr2551", 1, verdict="mismatch", expected="clean", passed=False),
+        case("s", "original", 2),
+        case("s", "original", 4, replay_us=112.0, splitk=1),
+        case("s", "original", 8, replay_us=108.0),
+        case("t", "original", 1, verdict="clean", passed=False),  # absent before, fails now: a new failure
+    ]
+    diff = compare(now, before, threshold_pct=10)
+    assert [(c.scenario, c.policy, c.capture_size, c.before, c.after) for c in diff.new_failures] == [
+        ("s", "original", 1, "oob-write", "clean"), ("s", "pr2551", 1, "clean", "mismatch"),
+        ("t", "original", 1, None, "clean")]
+    assert [(c.policy, c.capture_size) for c in diff.detection_regressions] == [("original", 1)]
+    assert [(c.policy, c.capture_size, c.before_passed, c.after_passed) for c in diff.fixed] == [
+        ("original", 2, False, True)]
+    (slower,) = diff.latency_regressions
+    assert (slower.capture_size, slower.before_us, slower.after_us, slower.percent) == (4, 100.0, 112.0,
+                                                                                        pytest.approx(12.0))
+    assert (diff.compared, diff.added, diff.dropped, diff.failing) == (5, 1, 1, True)
+    assert compare(now, before, threshold_pct=5).latency_regressions[1].capture_size == 8
+    assert not compare(before[3:5], before[3:5]).failing
+
+
+GOLDEN_DIFF = """\
+                            changes against the baseline
+┏━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━┳━━━┳━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━┓
+┃ change               ┃ scenario ┃ policy   ┃ T ┃ baseline     ┃ now               ┃
+┡━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━╇━━━╇━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━┩
+│ detection regression │ s        │ original │ 1 │ oob-write ok │ clean FAIL        │
+│ new failure          │ s        │ pr2551   │ 1 │ clean ok     │ mismatch FAIL     │
+│ fixed                │ s        │ original │ 2 │ clean FAIL   │ oob-write ok      │
+│ latency (splitk 2)   │ s        │ original │ 4 │ 100.0 us     │ 125.0 us (+25.0%) │
+└──────────────────────┴──────────┴──────────┴───┴──────────────┴───────────────────┘
+"""
+
+
+def test_diff_table_golden() -> None:
+    before = [case("s", "pr2551", 1, verdict="clean", expected="clean"), case("s", "original", 1),
+              case("s", "original", 2, verdict="clean", passed=False), case("s", "original", 4)]
+    now = [case("s", "pr2551", 1, verdict="mismatch", expected="clean", passed=False),
+           case("s", "original", 1, verdict="clean", passed=False), case("s", "original", 2),
+           case("s", "original", 4, replay_us=125.0)]
+    console = Console(width=120, color_system=None, force_terminal=False, record=True, file=io.StringIO())
+    diff = compare(now, before)
+    console.print(diff_table(diff))
+    text = "".join(line.rstrip() + "\n" for line in console.export_text().splitlines())
+    assert text == GOLDEN_DIFF
+    assert diff_headline(diff) == ("FAIL: 2 new failures (1 detection regression), 1 fixed, 1 replay latency "
+                                   "regression over 10%; 4 cases compared, 0 new, 0 not run")
+
+
+# Figures, Markdown and HTML
+
+
+def test_figures_are_pngs_sized_by_the_matrix() -> None:
+    # 2 policies x 2 scenarios x 4 sizes at 100 dpi: (3.2 + 0.55 x 4) in wide, 2 x (0.9 + 0.32 x 2) + 0.9 in tall.
+    assert _png_size(verdict_heatmap(matrix())) == (540, 398)
+    # Two scenario panels of 4.2 x 3.0 in, plus 0.8 in for the legend.
+    assert _png_size(latency_plot(matrix())) == (840, 380)
+    assert _png_size(latency_plot([case(replay_us=None)])) == (600, 150)  # "no replay timings"
+    assert verdict_heatmap(matrix()) == verdict_heatmap(matrix())  # no date in the file
+
+
+def test_markdown_summary_comes_first() -> None:
+    results = matrix()
+    md = report_markdown(results, summarize(results), None, STAMP, images=[("verdicts", "verdicts.png")])
+    head = md.split("\n## Failures")[0]
+    assert head == (
+        "# graph-harness report\n\n"
+        "**FAIL: 1 of 16 cases failed its scenario's expectation; no baseline**\n\n"
+        "## Summary\n\n"
+        "- generated: 2025-03-04T05:06:07+00:00\n"
+        "- cases: 16: 15 passed, 1 failed\n"
+        "- verdicts: oob-write 7, clean 9\n"
+        "- scenarios: 2: a, b\n"
+        "- policies: original, pr2551\n"
+        f"- environment: {ENV.device}; none; torch 2.13.0; triton 3.5.0; python 3.11.7; commit c93abc6f00aa\n"
+        "- baseline: none given\n")
+    assert ("- b original T=8: clean (expected oob-write): expected oob-write, found clean; repro: "
+            "`graph-harness run b --policy original --sizes 8 --seed 3`") in md
+    assert "![verdicts](verdicts.png)" in md
+    assert "| original | 8 | 1 | clean | oob-write | FAIL | - | - | 2.5e-03 | 80.0 |" in md
+    assert "| original | 1 | 4 | oob-write | oob-write | ok | tmp_out | 1,966,080 | 2.5e-03 | 10.0 |" in md
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.fail("chromium is not installed: .ci/run installs Debian's chromium for this test")
+    return found
+
+
+def test_html_report_renders_its_summary_and_images_in_chromium(tmp_path: Path) -> None:
+    results = matrix()
+    before = [dataclasses.replace(r, passed=True, verdict=r.expected) for r in results]
+    diff = compare(results, before)
+    images = [("verdicts", verdict_heatmap(results)), ("latency", latency_plot(results))]
+    page = report_html(results, summarize(results), diff, STAMP, images=images)
+    assert "src=\"data:image/png;base64," in page
+    assert not re.search(r"(src|href)=\"(?!data:)", page)  # self-contained: nothing to fetch
+    path = tmp_path / "report.html"
+    path.write_text(page, encoding="utf-8")
+    dom = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", path.as_uri()],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    assert re.search(r'<body[^>]* data-images-rendered="2"', dom), dom[:2000]
+    body = dom[dom.index("<body"):]
+    assert body.index('<section id="summary">') < body.index('<section id="baseline">') < body.index(
+        '<section id="figures">')
+    assert ("FAIL: 1 of 16 cases failed its scenario's expectation; against the baseline 1 new failure, "
+            "1 detection regression") in dom
+    assert "<dt>cases</dt><dd>16: 15 passed, 1 failed</dd>" in dom
+
+
+# The command
+
+
+def test_report_from_json_writes_results_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = [r for r in matrix() if r.passed]
+    out = tmp_path / "nightly"
+    assert main(["report", "--from-json", str(_write_json(tmp_path / "r.json", results)), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["latency.png", "report.html", "report.md", "results.csv",
+                                                     "results.parquet", "verdicts.png"]
+    assert frame_results(read_parquet((out / "results.parquet").read_bytes())) == results
+    assert frame_results(read_csv((out / "results.csv").read_text())) == results
+    assert "**PASS: 0 of 15 cases failed its scenario's expectation; no baseline**" in (out / "report.md").read_text()
+    assert "PASS: 0 of 15 cases failed" in capsys.readouterr().out
+
+
+def test_report_against_a_baseline_fails_on_a_detection_regression(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = [dataclasses.replace(r, passed=True, verdict=r.expected) for r in matrix()]
+    assert main(["report", "--from-json", str(_write_json(tmp_path / "good.json", good)),
+                 "--out", str(tmp_path / "base")]) == 0
+    capsys.readouterr()
+    (tmp_path / "base" / "results.parquet").unlink()  # the CSV alone is a baseline too
+    argv = ["report", "--from-json", str(_write_json(tmp_path / "now.json", matrix())), "--out",
+            str(tmp_path / "now"), "--baseline", str(tmp_path / "base")]
+    assert main(argv) == 1
+    printed = capsys.readouterr().out
+    assert re.search(r"│ detection regression │ b +│ original │ 8 │ oob-write ok +│ clean FAIL +│", printed)
+    assert "repro: graph-harness run b --policy original --sizes 8 --seed 3" in printed
+    assert "1 new failure (1 detection regression), 0 fixed" in printed
+    assert "1 detection regression" in (tmp_path / "now" / "report.html").read_text()
+
+
+def test_report_latency_regression_is_reported_but_does_not_fail(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = [case("s", "original", 1, replay_us=100.0)]
+    assert main(["report", "--from-json", str(_write_json(tmp_path / "b.json", base)), "--out",
+                 str(tmp_path / "base")]) == 0
+    slower = _write_json(tmp_path / "n.json", [case("s", "original", 1, replay_us=120.0)])
+    capsys.readouterr()
+    assert main(["report", "--from-json", str(slower), "--baseline", str(tmp_path / "base"), "--out",
+                 str(tmp_path / "n")]) == 0
+    assert "│ latency (splitk 2) │ s        │ original │ 1 │ 100.0 us │ 120.0 us (+20.0%) │" in capsys.readouterr().out
+    assert main(["report", "--from-json", str(slower), "--baseline", str(tmp_path / "base"), "--out",
+                 str(tmp_path / "n"), "--latency-threshold", "25"]) == 0
+    assert "0 replay latency regressions over 25%" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["report", "nope"], "got unknown scenario 'nope'; allowed: "),
+    (["report", "--bogus"], "unrecognized arguments: --bogus"),
+    (["report", "--latency-threshold", "-1"], "argument --latency-threshold: got '-1'; allowed: percent >= 0"),
+    (["report", "--from-json", "{tmp}/missing.json"],
+     "--from-json: got {tmp}/missing.json; allowed: a non-empty JSON list written by graph-harness run --json; "
+     "No such file or directory"),
+    (["report", "--from-json", "{tmp}/bad.json"], "; invalid JSON: Expecting value: line 1 column 1 (char 0)"),
+    (["report", "--from-json", "{tmp}/obj.json"], "; it holds dict"),
+    (["report", "--from-json", "{tmp}/partial.json"], "; record 2: missing field verdict"),
+    (["report", "--from-json", "{tmp}/good.json", "dsv3"], "--from-json: got {tmp}/good.json with scenarios; "
+                                                            "allowed: --from-json with --out"),
+    (["report", "--from-json", "{tmp}/good.json", "--baseline", "{tmp}/nowhere"],
+     "--baseline: got {tmp}/nowhere; allowed: a folder written by graph-harness report --out (results.parquet or "
+     "results.csv); no such folder"),
+    (["report", "--from-json", "{tmp}/good.json", "--baseline", "{tmp}"], "; it holds neither"),
+    (["report", "--from-json", "{tmp}/good.json", "--baseline", "{tmp}/garbled"],
+     "--baseline: got {tmp}/garbled/results.parquet; allowed: a folder written by graph-harness report --out "
+     "(results.parquet or results.csv); not a parquet file: "),
+    (["report", "--from-json", "{tmp}/good.json", "--baseline", "{tmp}/columns"],
+     "columns/results.csv; allowed: a folder written by graph-harness report --out (results.parquet or "
+     "results.csv); missing columns"),
+])
+def test_report_bad_input_is_one_line_and_keeps_what_was_written(
+        argv: list[str], expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _write_json(tmp_path / "good.json", [case()])
+    (tmp_path / "bad.json").write_text("")
+    (tmp_path / "obj.json").write_text("{}")
+    partial = [case().record(), case().record()]
+    del partial[1]["verdict"]
+    (tmp_path / "partial.json").write_text(json.dumps(partial))
+    (tmp_path / "garbled").mkdir()
+    (tmp_path / "garbled" / "results.parquet").write_bytes(b"PAR1 not really")
+    (tmp_path / "columns").mkdir()
+    (tmp_path / "columns" / "results.csv").write_text("scenario,policy\na,b\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.csv").write_text("earlier")
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv] + ["--out", str(out)]) == 2
+    assert expected.replace("{tmp}", str(tmp_path)) in _one_line(capsys)
+    assert [p.name for p in out.iterdir()] == ["results.csv"]
+    assert (out / "results.csv").read_text() == "earlier"
+
+
+def _fake_runs(monkeypatch: pytest.MonkeyPatch, second: BaseException) -> list[str]:
+    """run_cases that finishes the first scenario-policy group by hand and raises `second` on the next."""
+    calls: list[str] = []
+
+    def run_cases(cases, device, **_):
+        calls.append(cases[0].policy.value)
+        if len(calls) > 1:
+            raise second
+        return [case(c.scenario, c.policy.value, c.tokens) for c in cases]
+
+    monkeypatch.setattr("harness.run.run_cases", run_cases)
+    return calls
+
+
+def test_interrupted_report_keeps_the_finished_cases(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    calls = _fake_runs(monkeypatch, KeyboardInterrupt())
+    argv = ["report", "deepseek-v3-ep-decode", "--policy", "original", "--policy", "pr2551", "--policy", "cktile",
+            "--sizes", "1", "--out", str(tmp_path)]
+    assert main(argv) == 130
+    assert calls == ["original", "pr2551"]
+    kept = frame_results(read_parquet((tmp_path / "results.parquet").read_bytes()))
+    assert [(r.scenario, r.policy, r.capture_size) for r in kept] == [("deepseek-v3-ep-decode", "original", 1)]
+    assert "- cases: 1: 1 passed, 0 failed" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "report.html").is_file()
+    assert "interrupted: the report holds the 1 case that finished" in capsys.readouterr().out
+
+
+def test_guard_budget_error_mid_run_is_bad_input_and_keeps_the_finished_cases(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    _fake_runs(monkeypatch, GuardBudgetError("tmp_out needs 4 MiB of guards"))
+    argv = ["report", "deepseek-v3-ep-decode", "--policy", "original", "--policy", "pr2551", "--sizes", "1",
+            "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "--guard-budget: got the default; allowed: a budget the case fits in" in _one_line(capsys)
+    assert len(read_csv((tmp_path / "results.csv").read_text())) == 1
+
+
+def test_report_runs_the_founding_case_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The one real run: aiter's original stage1 at T=1 overruns tmp_out by 1,966,080 bytes, as expected."""
+    argv = ["report", "deepseek-v3-ep-decode", "--policy", "original", "--sizes", "1", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    (result,) = frame_results(read_parquet((tmp_path / "results.parquet").read_bytes()))
+    assert (result.scenario, result.policy, result.capture_size, result.verdict, result.passed) == (
+        "deepseek-v3-ep-decode", "original", 1, "oob-write", True)
+    assert result.outside_bytes == 1_966_080
+    frame = read_csv((tmp_path / "results.csv").read_text())
+    assert frame["outside_bytes"].tolist() == [1_966_080]
+    assert "PASS: 0 of 1 case failed" in capsys.readouterr().out
+    assert "| original | 1 | 2 | oob-write | oob-write | ok | tmp_out | 1,966,080 |" in (
+        tmp_path / "report.md").read_text()
