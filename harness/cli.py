@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -133,34 +133,50 @@ def _write_json(path: Path, results: Sequence[CaseResult]) -> None:
         raise bad_value("--json", "", display_path(path), "a writable file path", err.strerror or "") from err
 
 
-def _run(args: argparse.Namespace, console: Console) -> int:
-    """Run cases through the protocol; print the table; exit 0 only if every case met its expectation."""
-    from harness.run import profile_of, resolve_cases, run_cases
+def run_plan(args: argparse.Namespace) -> Iterator[list[CaseResult]]:
+    """Run each planned scenario-policy group (see `add_selection`), a progress bar on a terminal's
+    stderr; yields each group's results as it finishes, so callers can save them before the next."""
+    from harness.run import profile_of
     from kernels._triton import device
 
     dev = device()
-    plan = _plan(args, profile_of(dev))
-    if args.json is not None:
-        _write_json(args.json, [])  # a bad path fails now, before minutes of work
-    results: list[CaseResult] = []
-    total = sum(len(sizes) for *_, sizes in plan)
+    plan = _plan(args, profile_of(dev))  # bad ids and flags fail here, before the caller writes anything
+    return _run_groups(args, plan, dev)
+
+
+def _run_groups(args: argparse.Namespace, plan: list[tuple[str, Scenario, Policy, tuple[int, ...]]],
+                dev: Any) -> Iterator[list[CaseResult]]:
+    from harness.run import profile_of, resolve_cases, run_cases
+
+    replays = {} if args.replays is None else {"replays": args.replays}  # else run_cases' own default
+    stderr = Console(stderr=True)
+    # Off in a pipe (the nightly job's log): there a stopped live display leaves a blank line before any error.
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+                        TimeElapsedColumn(), console=stderr, transient=True, disable=not stderr.is_terminal)
     with progress:
-        task = progress.add_task("cases", total=total)
+        task = progress.add_task("cases", total=sum(len(sizes) for *_, sizes in plan))
         for scenario_id, scenario, policy, sizes in plan:
             progress.update(task, description=f"{scenario_id} {policy.value} T={','.join(map(str, sizes))}")
             cases = resolve_cases(scenario_id, scenario, policy, sizes, profile_of(dev), args.seed)
             try:
-                results.extend(run_cases(cases, dev, budget=args.guard_budget, replays=args.replays))
+                yield run_cases(cases, dev, budget=args.guard_budget, **replays)
             except GuardBudgetError as err:
                 shown = f"{args.guard_budget / (1 << 30):g} GiB" if args.guard_budget else "the default"
                 raise bad_value("--guard-budget", "", shown, "a budget the case fits in and the device holds",
                                 str(err)) from err
-            finally:
-                if args.json is not None:
-                    _write_json(args.json, results)
             progress.advance(task, len(sizes))
+
+
+def _run(args: argparse.Namespace, console: Console) -> int:
+    """Run cases through the protocol; print the table; exit 0 only if every case met its expectation."""
+    groups = run_plan(args)
+    if args.json is not None:
+        _write_json(args.json, [])  # a bad path fails now, before minutes of work
+    results: list[CaseResult] = []
+    for group in groups:
+        results.extend(group)
+        if args.json is not None:
+            _write_json(args.json, results)
     for scenario_id in dict.fromkeys(r.scenario for r in results):
         rows = [r for r in results if r.scenario == scenario_id]
         console.print(run_table(rows, title=f"{scenario_id} on {rows[0].env.device}, {rows[0].backend}"))
@@ -175,20 +191,25 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     return 0 if all(r.passed for r in results) else 1
 
 
-def _add_run(sub: Subparsers) -> None:
-    parser = sub.add_parser("run", help="run cases eagerly and under graph capture, with guards; judge each")
+def add_selection(parser: argparse.ArgumentParser) -> None:
+    """The case-selection flags `run` and `report` share; `run_plan` reads them."""
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario id (default: all)")
     parser.add_argument("--policy", dest="policies", action="append", choices=[p.value for p in Policy],
                         metavar="P", help="stage1 allocation policy (repeatable; default: the scenario's)")
     parser.add_argument("--sizes", nargs="+", type=_positive_int, metavar="T",
                         help="capture sizes (default: the scenario's, cpu_sizes on CPU)")
     parser.add_argument("--seed", type=_non_negative_int, metavar="N", help="seed (default: the scenario's)")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="write the results as a JSON list")
-    parser.add_argument("--replays", type=_at_least_two, default=2, metavar="N", help="replays per graph (>= 2)")
+    parser.add_argument("--replays", type=_at_least_two, metavar="N", help="replays per graph (>= 2; default: 2)")
     parser.add_argument("--guard-budget", type=_gib, metavar="GIB",
                         help="guard slab size (default: 1 GiB on CPU, 60%% of free GPU memory up to 48 GiB)")
     parser.add_argument("--scenarios", dest="scenario_dir", type=Path, metavar="DIR",
                         help="scenario folder (default: ./scenarios, else the repository's)")
+
+
+def _add_run(sub: Subparsers) -> None:
+    parser = sub.add_parser("run", help="run cases eagerly and under graph capture, with guards; judge each")
+    add_selection(parser)
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the results as a JSON list")
     parser.set_defaults(command=_run)
 
 

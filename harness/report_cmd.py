@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from harness.errors import bad_value, display_path
@@ -56,12 +55,11 @@ def _threshold(text: str) -> float:
 
 def add_report(sub: Subparsers) -> None:
     """Register the `report` subcommand, with the selection flags of `run`."""
-    # harness.cli imports this module to register it, so its flag parsers are imported once it has loaded.
-    from harness.cli import _at_least_two, _gib, _non_negative_int, _positive_int
-    from kernels.contracts import Policy
+    # harness.cli imports this module to register it, so its helpers are imported once it has loaded.
+    from harness.cli import add_selection
 
     parser = sub.add_parser("report", help="run every case (or read a run's JSON); write results, plots, reports")
-    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario id (default: all)")
+    add_selection(parser)
     parser.add_argument("--out", type=Path, default=Path("report"), metavar="DIR",
                         help="folder for results.parquet/.csv, report.md, report.html (default: ./report)")
     parser.add_argument("--baseline", type=Path, metavar="DIR", help="an earlier report's --out folder to compare to")
@@ -70,16 +68,6 @@ def add_report(sub: Subparsers) -> None:
     parser.add_argument("--latency-threshold", type=_threshold, default=DEFAULT_LATENCY_THRESHOLD, metavar="PCT",
                         help=f"replay time growth over the baseline reported as a regression "
                              f"(default: {DEFAULT_LATENCY_THRESHOLD:g})")
-    parser.add_argument("--policy", dest="policies", action="append", choices=[p.value for p in Policy],
-                        metavar="P", help="stage1 allocation policy (repeatable; default: the scenario's)")
-    parser.add_argument("--sizes", nargs="+", type=_positive_int, metavar="T",
-                        help="capture sizes (default: the scenario's, cpu_sizes on CPU)")
-    parser.add_argument("--seed", type=_non_negative_int, metavar="N", help="seed (default: the scenario's)")
-    parser.add_argument("--replays", type=_at_least_two, metavar="N", help="replays per graph (>= 2; default: 2)")
-    parser.add_argument("--guard-budget", type=_gib, metavar="GIB",
-                        help="guard slab size (default: 1 GiB on CPU, 60%% of free GPU memory up to 48 GiB)")
-    parser.add_argument("--scenarios", dest="scenario_dir", type=Path, metavar="DIR",
-                        help="scenario folder (default: ./scenarios, else the repository's)")
     parser.set_defaults(command=_report)
 
 
@@ -148,35 +136,15 @@ def _prepare(out: Path) -> None:
 
 def _run_matrix(args: argparse.Namespace, results: list[CaseResult], stamps: list[datetime]) -> None:
     """Run every planned scenario-policy group, rewriting the results after each; appends as it goes."""
-    from harness.cli import _plan
-    from harness.guard import GuardBudgetError
-    from harness.run import profile_of, resolve_cases, run_cases
-    from kernels._triton import device
+    from harness.cli import run_plan
 
-    dev = device()
-    plan = _plan(args, profile_of(dev))
-    replays = {} if args.replays is None else {"replays": args.replays}  # else run_cases' own default
+    groups = run_plan(args)
     _prepare(args.out)
     _write_results(args.out, [], [])  # a stale run's rows never pass for this one's, and a bad --out fails now
-    stderr = Console(stderr=True)
-    # Off in a pipe (the nightly job's log): there a stopped live display leaves a blank line before any error.
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=stderr, transient=True, disable=not stderr.is_terminal)
-    with progress:
-        task = progress.add_task("cases", total=sum(len(sizes) for *_, sizes in plan))
-        for scenario_id, scenario, policy, sizes in plan:
-            progress.update(task, description=f"{scenario_id} {policy.value} T={','.join(map(str, sizes))}")
-            cases = resolve_cases(scenario_id, scenario, policy, sizes, profile_of(dev), args.seed)
-            try:
-                group = run_cases(cases, dev, budget=args.guard_budget, **replays)
-            except GuardBudgetError as err:
-                shown = f"{args.guard_budget / (1 << 30):g} GiB" if args.guard_budget else "the default"
-                raise bad_value("--guard-budget", "", shown, "a budget the case fits in and the device holds",
-                                str(err)) from err
-            results.extend(group)
-            stamps.extend([datetime.now(timezone.utc)] * len(group))
-            _write_results(args.out, results, stamps)
-            progress.advance(task, len(sizes))
+    for group in groups:
+        results.extend(group)
+        stamps.extend([datetime.now(timezone.utc)] * len(group))
+        _write_results(args.out, results, stamps)
 
 
 def _report(args: argparse.Namespace, console: Console) -> int:
