@@ -21,17 +21,18 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from harness.bugs import REGISTRY_FILE, load_bugs, registry_path
 from harness.errors import BadInput
 from harness.ledger import LEDGER_FILE, Ledger, LedgerEntry, load_ledger
 from harness.results import CaseResult
-from harness.scenario import Profile, Scenario, capture_sizes, find_scenario_dir, load_scenarios
+from harness.scenario import Profile, Scenario, capture_sizes, find_scenario_dir, load_scenarios, scenario_files
 from kernels.contracts import Policy
 
 _PROPERTY = "graph_harness"  # the user_properties key a result travels under
 _DEVICE_PROPERTY = "graph_harness_device"
 _SUMMARY_WIDTH = 120
 _SLOW_TOKENS = 64  # capture sizes above this are `slow`: each runs seconds on a GPU, minutes on CPU
-_NOT_SCENARIOS = {LEDGER_FILE, "bugs.yaml"}
+_NOT_SCENARIOS = {LEDGER_FILE, REGISTRY_FILE}
 
 
 def _gpu_present() -> bool:
@@ -58,7 +59,8 @@ def worker_device(worker: str | None, device_count: int) -> int | None:
 def pytest_configure(config: pytest.Config) -> None:
     """Register the markers; on a multi-GPU host pin this worker's device before any CUDA call."""
     for line in ("gpu: needs a GPU (skipped without one)", "cpu: runs on the CPU profile",
-                 "slow: a capture size above 64 tokens", "bug(id): a variant of a registered bug",
+                 "slow: a capture size above 64 tokens",
+                 "bug(id): a variant of a registered bug; select one with -m \"bug(id='aiter-2508')\"",
                  "tolerated(cite): a known failure from the ledger; it must still fail"):
         config.addinivalue_line("markers", line)
     if _gpu_present():
@@ -114,6 +116,8 @@ class ScenarioFile(pytest.File):
                     item.add_marker(pytest.mark.gpu if profile == "gpu" else pytest.mark.cpu)
                     if tokens > _SLOW_TOKENS:
                         item.add_marker(pytest.mark.slow)
+                    for bug_id in _bugs(self.config).get((scenario_id, policy.value, tokens), ()):
+                        item.add_marker(pytest.mark.bug(id=bug_id))
                     entry = ledger.find(scenario_id, policy.value, tokens)
                     if entry is not None:
                         item.ledger_entry = entry
@@ -228,7 +232,21 @@ def _failure_text(result: CaseResult) -> str:
     return "\n".join(lines)
 
 
-# -- the ledger ------------------------------------------------------------------------------------
+# -- the ledger and the bug registry --------------------------------------------------------------
+
+def _bugs(config: pytest.Config) -> dict[tuple[str, str, int], list[str]]:
+    """(scenario, policy, size) -> the ids of the registered bugs it is a variant of (buggy or fixed)."""
+    cached = getattr(config, "_graph_harness_bugs", None)
+    if cached is None:
+        directory = find_scenario_dir()
+        cached = {}
+        if registry_path(directory).is_file():
+            for bug_id, bug in load_bugs(registry_path(directory), load_scenarios(scenario_files(directory))).items():
+                for variant in (bug.buggy, bug.fixed):
+                    cached.setdefault((variant.scenario, variant.policy.value, bug.size), []).append(bug_id)
+        config._graph_harness_bugs = cached  # type: ignore[attr-defined]
+    return cached
+
 
 def _ledger(config: pytest.Config) -> Ledger:
     cached = getattr(config, "_graph_harness_ledger", None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -144,3 +145,11 @@ def test_a_bad_scenario_file_is_a_one_line_collection_error(tiny: pytest.Pyteste
     (None, 2, None), ("gw0", 1, None), ("gw0", 2, 0), ("gw1", 2, 1), ("gw5", 2, 1), ("gw3", 8, 3), ("main", 2, None)])
 def test_each_worker_keeps_to_one_gpu(worker: str | None, gpus: int, expected: int | None) -> None:
     assert worker_device(worker, gpus) == expected
+
+
+def test_variants_of_a_registered_bug_carry_its_marker(pytester: pytest.Pytester) -> None:
+    # No scenarios/ here: the plugin falls back to the repository's folder and its bug registry.
+    scenarios = Path(__file__).resolve().parent.parent / "scenarios"
+    result = _run(pytester, "--collect-only", "-q", "-m", "bug(id='aiter-2508')", str(scenarios))
+    assert [line.split("::")[1] for line in result.outlines if "::" in line] == [
+        "deepseek-v3-ep-decode[original-T1]", "deepseek-v3-ep-decode[pr2551-T1]"]
