@@ -148,9 +148,10 @@ class _ReplayMode(GuardMode):
 class ReexecBackend:
     """CPU stand-in for a graph: replay re-executes the op against the buffers captured for it.
 
-    Capture runs the op once and records its allocations; each replay runs it again while every
-    factory call gets its recorded buffer back (same address, refilled as the graph's memset would),
-    so all launches hit the static buffers a real graph would. It checks that the op allocates the
+    Capture runs the op's host code once, its interpreted launches skipped, and records its
+    allocations; each replay runs it again while every factory call gets its recorded buffer back
+    (same address, refilled as the graph's memset would), so all launches hit the static buffers a
+    real graph would. It checks that the op allocates the
     same sequence and returns the same static output. Unlike a graph it re-runs host code.
     """
 
@@ -167,7 +168,7 @@ class ReexecBackend:
             recording.allocations.append((buf, tensor))
             return tensor
 
-        with GuardMode(guards, capturing=True, on_alloc=keep), quiet_poison():
+        with GuardMode(guards, capturing=True, on_alloc=keep), quiet_poison(), _interpreted_launches_skipped():
             recording.out = thunk()
         return recording
 
@@ -189,6 +190,23 @@ class ReexecBackend:
     def timer(self) -> Callable[[], float]:
         start = time.perf_counter()
         return lambda: (time.perf_counter() - start) * 1e6
+
+
+@contextmanager
+def _interpreted_launches_skipped() -> Iterator[None]:
+    """Like a CUDA capture, the re-execution capture records and runs nothing: interpreted Triton
+    launches are skipped (a fifth of a CPU case's time). Host code and raw memsets still run."""
+    try:
+        from triton.runtime.interpreter import GridExecutor
+    except ImportError:  # no interpreter in this triton: the launches run, which only costs time
+        yield
+        return
+    launch = GridExecutor.__call__
+    GridExecutor.__call__ = lambda self, *args, **kwargs: None
+    try:
+        yield
+    finally:
+        GridExecutor.__call__ = launch
 
 
 def default_backend(device: torch.device) -> Backend:
