@@ -20,7 +20,7 @@ import linecache
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -371,31 +371,26 @@ class Guards:
             self._layout = None
 
     @contextmanager
-    def label(self, name: str) -> Iterator[None]:
+    def _setting(self, attribute: str, value: object) -> Iterator[None]:
+        """Set one attribute for the duration of a block, then put the previous value back."""
+        previous = getattr(self, attribute)
+        setattr(self, attribute, value)
+        try:
+            yield
+        finally:
+            setattr(self, attribute, previous)
+
+    def label(self, name: str) -> AbstractContextManager[None]:
         """Name the buffers allocated inside: `name`, or `name.<target>` when the site has one."""
-        previous, self._label = self._label, name
-        try:
-            yield
-        finally:
-            self._label = previous
+        return self._setting("_label", name)
 
-    @contextmanager
-    def tagged(self, tag: int) -> Iterator[None]:
+    def tagged(self, tag: int) -> AbstractContextManager[None]:
         """Tag the buffers allocated inside (with a capture size), so that findings stay apart."""
-        previous, self._tag = self._tag, tag
-        try:
-            yield
-        finally:
-            self._tag = previous
+        return self._setting("_tag", tag)
 
-    @contextmanager
-    def benign_empties(self) -> Iterator[None]:
+    def benign_empties(self) -> AbstractContextManager[None]:
         """`empty` buffers get zeros instead of poison (an attribution run)."""
-        self._poisoned = False
-        try:
-            yield
-        finally:
-            self._poisoned = True
+        return self._setting("_poisoned", False)
 
     @contextmanager
     def benign_guards(self) -> Iterator[None]:
@@ -407,14 +402,9 @@ class Guards:
         finally:
             self._words[self.fill] = saved
 
-    @contextmanager
-    def named(self, name: str) -> Iterator[None]:
+    def named(self, name: str) -> AbstractContextManager[None]:
         """Give the buffers allocated inside exactly this name (the harness's static inputs)."""
-        previous, self._name = self._name, name
-        try:
-            yield
-        finally:
-            self._name = previous
+        return self._setting("_name", name)
 
     def labelled(self, inferred: str) -> str:
         if self._name is not None:
