@@ -5,8 +5,11 @@ that buffers allocated during graph capture need no allocation inside the graph 
 comparison over the slab checks every guard with one host sync. Guard bytes are compared
 bitwise against a 4-byte word that alternates between two fills from run to run:
 
-- `nan`   0x7FC57FC5: a quiet NaN as fp32, bf16 and fp16, so an out-of-bounds read shows in the
-  output. On CPU a NaN absorbs an atomic add without changing its bits (numpy keeps the payload).
+- `nan`   0xFFC5FFC5: a quiet NaN as fp32, bf16 and fp16, so an out-of-bounds read shows in the
+  output. Its sign bit is set, so a NaN that arithmetic makes of it (CUDA's 0x7FFF, x86's 0x7FC0)
+  differs in every byte: on the H100 a bf16 atomic add of NaN into 0x7FC5 left 0x7FFF, its high
+  byte unchanged. On CPU a NaN absorbs an atomic add without changing its bits (numpy keeps the
+  payload): the `dense` run sees that add.
 - `dense` 0x805A805A: a negative denormal as fp32, bf16 and fp16, so any non-zero add changes it.
 
 Every byte of both words is non-zero (a memset to 0 shows) and the two words differ in every
@@ -33,7 +36,7 @@ from kernels._triton import tl, triton  # sets TRITON_INTERPRET on a CPU-only ma
 Fill = Literal["nan", "dense"]
 Side = Literal["underflow", "overflow"]
 
-WORDS: dict[Fill, int] = {"nan": 0x7FC57FC5, "dense": 0x805A805A}
+WORDS: dict[Fill, int] = {"nan": 0xFFC5FFC5, "dense": 0x805A805A}
 # Poison for `empty` buffers as a 4-byte word, by element size: each element reads as NaN for every
 # float dtype (e4m3 0x7F, bf16/fp16 0x7FC5, fp32 and fp64 too) and as a huge value for every int.
 _POISON_WORD = {1: 0x7F7F7F7F, 2: 0x7FC57FC5, 4: 0x7FC57FC5, 8: 0x7FC57FC5}

@@ -56,6 +56,13 @@ def worker_device(worker: str | None, device_count: int) -> int | None:
     return int(worker[2:]) % device_count
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.getgroup("graph-harness").addoption(
+        "--harness-json", type=Path, metavar="FILE",
+        help="write every case's result as a JSON list (graph-harness run --json's format; the "
+             "controller writes it under xdist), for graph-harness report --from-json")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Register the markers; on a multi-GPU host pin this worker's device before any CUDA call."""
     for line in ("gpu: needs a GPU (skipped without one)", "cpu: runs on the CPU profile",
@@ -63,6 +70,12 @@ def pytest_configure(config: pytest.Config) -> None:
                  "bug(id): a variant of a registered bug; select one with -m \"bug(id='aiter-2508')\"",
                  "tolerated(cite): a known failure from the ledger; it must still fail"):
         config.addinivalue_line("markers", line)
+    path = config.getoption("harness_json")
+    if path is not None and not os.environ.get("PYTEST_XDIST_WORKER"):
+        try:
+            path.write_text("[]\n", encoding="utf-8")  # a bad path fails now, not after the run
+        except OSError as err:
+            raise pytest.UsageError(f"--harness-json {path}: {err.strerror}; allowed: a writable file path") from None
     if _gpu_present():
         import torch
 
@@ -295,8 +308,7 @@ class _Collector:
         console = Console(width=_SUMMARY_WIDTH, file=terminalreporter._tw, force_terminal=False, no_color=True)
         terminalreporter.section("graph-harness")
         for scenario_id in sorted({r.scenario for r in self.results}):
-            rows = sorted((r for r in self.results if r.scenario == scenario_id),
-                          key=lambda r: (list(Policy).index(Policy(r.policy)), r.capture_size))
+            rows = sorted((r for r in self.results if r.scenario == scenario_id), key=_case_order)
             console.print(run_table(rows, title=f"{scenario_id} on {rows[0].env.device}, {rows[0].backend}"))
         for worker, devices in sorted(self.devices.items()):
             terminalreporter.write_line(f"worker {worker}: device {', '.join(sorted(devices))}")
@@ -305,11 +317,19 @@ class _Collector:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if os.environ.get("PYTEST_XDIST_WORKER"):
             return  # workers report; the controller decides
+        path = session.config.getoption("harness_json")
+        if path is not None:
+            records = [r.record() for r in sorted(self.results, key=_case_order)]
+            path.write_text(json.dumps(records, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         if _gpu_present() and self.gpu_items and not self.gpu_ran:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
             reporter = session.config.pluginmanager.get_plugin("terminalreporter")
             if reporter is not None:
                 reporter.write_line(f"graph-harness: all {self.gpu_items} GPU items skipped on a GPU machine", red=True)
+
+
+def _case_order(result: CaseResult) -> tuple[str, int, int]:
+    return result.scenario, list(Policy).index(Policy(result.policy)), result.capture_size
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

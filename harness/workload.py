@@ -6,6 +6,7 @@ resolved scenario case; a third-party op only needs the same four members.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, cast
@@ -13,7 +14,8 @@ from typing import Protocol, cast
 import torch
 
 from harness.compare import tolerance
-from harness.scenario import CaseSpec
+from harness.scenario import CaseSpec, DType
+from kernels.contracts import Quant
 from kernels.fused_moe import MoEInputs, fused_moe, fused_moe_ref, make_activations, make_weights
 
 Step = Callable[[str], None]
@@ -48,10 +50,20 @@ class MoEWeights:
 
     @classmethod
     def for_case(cls, case: CaseSpec, device: torch.device) -> MoEWeights:
-        """Random weights of the case's shape, drawn from its seed."""
-        return cls(*make_weights(  # type: ignore[no-untyped-call]
-            case.hidden, case.inter, case.experts, case.dtype, case.quant, case.seed, device,
-            aliased=case.weights == "aliased"))
+        """Random weights of the case's shape, drawn from its seed.
+
+        The last layer drawn is kept: a pytest worker runs a scenario's items one after another,
+        and DeepSeek-V3's 256 experts take seconds to draw and quantise on every one of them.
+        """
+        return _weights(case.hidden, case.inter, case.experts, case.dtype, case.quant, case.seed, device,
+                        case.weights == "aliased")
+
+
+@functools.lru_cache(maxsize=1)
+def _weights(hidden: int, inter: int, experts: int, dtype: DType, quant: Quant, seed: int, device: torch.device,
+             aliased: bool) -> MoEWeights:
+    return MoEWeights(*make_weights(  # type: ignore[no-untyped-call]
+        hidden, inter, experts, dtype, quant, seed, device, aliased=aliased))
 
 
 class MoEWorkload:

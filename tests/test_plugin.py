@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness.plugin import worker_device
+from harness.results import CaseResult
 
 pytest_plugins = ["pytester"]
 
@@ -61,18 +64,29 @@ def test_cases_run_and_the_summary_table_is_printed(tiny: pytest.Pytester) -> No
 
 
 def test_under_xdist_the_controller_prints_one_summary_of_all_workers(tiny: pytest.Pytester) -> None:
-    result = _run(tiny, "scenarios", "-n", "2")
+    result = _run(tiny, "scenarios", "-n", "2", "--harness-json", "results.json")
     result.assert_outcomes(passed=4)
+    records = [CaseResult.from_record(r) for r in json.loads((tiny.path / "results.json").read_text())]
+    assert [(r.policy, r.capture_size, r.verdict) for r in records] == [
+        ("original", 1, "oob-write"), ("original", 2, "oob-write"), ("pr2551", 1, "clean"), ("pr2551", 2, "clean")]
     text = "\n".join(result.outlines)
-    assert text.count("tiny-split on cpu") == 1
+    assert text.count(f"tiny-split on {records[0].env.device}") == 1
     assert len(re.findall(r"│ (original|pr2551) +│ [12] │", text)) == 4
     assert {line for line in result.outlines if line.startswith("worker gw")} == {
-        "worker gw0: device cpu", "worker gw1: device cpu"}
+        f"worker {w}: device {_device_of(w)}" for w in ("gw0", "gw1")}
+
+
+def _device_of(worker: str) -> str:
+    """The device a worker's cases run on: its pinned GPU, the only one, or the CPU."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{worker_device(worker, torch.cuda.device_count()) or 0}"
 
 
 def test_markers_select_by_hardware_and_size(tiny: pytest.Pytester) -> None:
-    assert _run(tiny, "--collect-only", "-q", "-m", "cpu", "scenarios").outlines.count(IDS[0]) == 1
-    none = _run(tiny, "--collect-only", "-q", "-m", "gpu or slow", "scenarios")
+    here, other = ("gpu", "cpu") if torch.cuda.is_available() else ("cpu", "gpu")
+    assert _run(tiny, "--collect-only", "-q", "-m", here, "scenarios").outlines.count(IDS[0]) == 1
+    none = _run(tiny, "--collect-only", "-q", "-m", f"{other} or slow", "scenarios")
     assert not [line for line in none.outlines if "::" in line]
 
 
@@ -153,3 +167,10 @@ def test_variants_of_a_registered_bug_carry_its_marker(pytester: pytest.Pytester
     result = _run(pytester, "--collect-only", "-q", "-m", "bug(id='aiter-2508')", str(scenarios))
     assert [line.split("::")[1] for line in result.outlines if "::" in line] == [
         "deepseek-v3-ep-decode[original-T1]", "deepseek-v3-ep-decode[pr2551-T1]"]
+
+
+def test_a_harness_json_path_that_cannot_be_written_is_a_usage_error(tiny: pytest.Pytester) -> None:
+    result = _run(tiny, "scenarios", "--harness-json", "no/such/dir/results.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--harness-json no/such/dir/results.json: No such file or directory; allowed: a writable file path" in (
+        result.errlines[0])
