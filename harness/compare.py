@@ -17,8 +17,10 @@ TOLERANCE: dict[tuple[str, Quant], float] = {
     ("bf16", Quant.NONE): 1e-2, ("fp16", Quant.NONE): 2e-3,
     ("bf16", Quant.PER_1X128): 3e-2, ("fp16", Quant.PER_1X128): 3e-2,
 }
-# cktile accumulates split-K partials in bf16 atomics (S11).
-CKTILE_TOLERANCE = 3e-2
+# cktile accumulates split-K partials in bf16 atomics (S11), in an order that changes from run to
+# run: on an H100 the same qwen3-235b-tp8-bs1 case (split-K 16) measured 2.77e-2 in one run of the
+# GPU matrix and 3.03e-2 in the next. A dropped split is off by ~1/sqrt(splitk) or more.
+CKTILE_TOLERANCE = 5e-2
 
 
 def tolerance(dtype: str, quant: Quant, policy: Policy | None = None, splitk: int = 0) -> float:

@@ -152,15 +152,18 @@ def _check_kernel(words_ptr, bytes_ptr, lo_ptr, hi_ptr, word, flag_ptr,  # type:
         tl.atomic_add(flag_ptr, changed)
 
 
-def _blocks(ranges: Sequence[tuple[int, int, int]]) -> tuple[list[int], list[int], list[int]]:
-    """(lo, hi, value) word offsets of every BLOCK-sized piece of the (lo, hi, value) ranges."""
-    lo, hi, value = [], [], []
-    for start, end, v in ranges:
-        for a in range(start, end, _BLOCK_WORDS):
-            lo.append(a)
-            hi.append(min(a + _BLOCK_WORDS, end))
-            value.append(v)
-    return lo, hi, value
+def _blocks(ranges: Sequence[tuple[int, int, int]], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """(lo, hi, value) word offsets of every BLOCK-sized piece of the (lo, hi, value) ranges, on
+    `device`. Built with tensor ops: a DeepSeek-V3 EP slab at T=512 holds gigabytes of guards, and a
+    Python loop over its blocks took seconds per layout."""
+    table = torch.tensor(ranges, dtype=torch.int64).reshape(-1, 3)
+    start, end, value = table.unbind(1)
+    counts = (end - start).clamp(min=0).add(_BLOCK_WORDS - 1).div(_BLOCK_WORDS, rounding_mode="floor")
+    which = torch.repeat_interleave(torch.arange(len(table)), counts)
+    first = torch.cumsum(counts, 0) - counts  # index of each range's first block
+    lo = start[which] + (torch.arange(len(which)) - first[which]) * _BLOCK_WORDS
+    hi = torch.minimum(lo + _BLOCK_WORDS, end[which])
+    return lo.to(device), hi.to(device), value[which].to(device=device, dtype=torch.int32)
 
 
 @dataclass
@@ -178,6 +181,7 @@ class _Layout:
     poison_tail_bytes: list[int]
     device: torch.device
     _tables: dict[str, torch.Tensor] = field(default_factory=dict)
+    _block_tables: dict[str, tuple[torch.Tensor, ...]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, buffers: Sequence[Buffer], device: torch.device) -> _Layout:
@@ -199,24 +203,28 @@ class _Layout:
         return cls(guards, poisons, tail, poison_tail, poison_bytes, device)
 
     def table(self, name: str, values: Callable[[], Sequence[int]], dtype: torch.dtype = torch.int64) -> torch.Tensor:
-        """A device copy of a host list, built and copied once per layout: a DeepSeek-V3 slab has
-        thousands of blocks, and listing them per call cost 1.8 ms."""
+        """A device copy of a host list, built and copied once per layout."""
         if name not in self._tables:
             self._tables[name] = torch.tensor(list(values()), dtype=dtype, device=self.device)
         return self._tables[name]
 
-    def _arm_blocks(self) -> tuple[list[int], list[int], list[int]]:
-        return _blocks([(a, b, -1) for a, b in self.guards] + [(a, b, _signed(w, 32)) for a, b, w in self.poisons])
+    def blocks(self, name: str, ranges: Callable[[], Sequence[tuple[int, int, int]]]) -> tuple[torch.Tensor, ...]:
+        """`_blocks` of the ranges, built once per layout."""
+        if name not in self._block_tables:
+            self._block_tables[name] = _blocks(ranges(), self.device)
+        return self._block_tables[name]
+
+    def _arm_ranges(self) -> list[tuple[int, int, int]]:
+        return [(a, b, -1) for a, b in self.guards] + [(a, b, _signed(w, 32)) for a, b, w in self.poisons]
 
     def arm(self, slab: torch.Tensor, word: int, pattern: bytes, poisoned: bool) -> None:
         """One launch: every guard word, every poisoned word and every odd byte."""
-        lo = self.table("arm.lo", lambda: self._arm_blocks()[0])
+        lo, hi, value = self.blocks("arm", self._arm_ranges)
         if not lo.numel():
             return
         at = self.tail_at + self.poison_tail_at
         _arm_kernel[(lo.numel(),)](
-            slab.view(torch.int32), slab, lo, self.table("arm.hi", lambda: self._arm_blocks()[1]),
-            self.table("arm.value", lambda: self._arm_blocks()[2], torch.int32), _signed(word, 32), int(poisoned),
+            slab.view(torch.int32), slab, lo, hi, value, _signed(word, 32), int(poisoned),
             self.table("arm.tail", lambda: at),
             self.table(f"arm.bytes.{word}.{poisoned}", lambda: [pattern[i % 4] for i in self.tail_at]
                        + [b * poisoned for b in self.poison_tail_bytes], torch.uint8),
@@ -224,13 +232,12 @@ class _Layout:
 
     def count_changed(self, slab: torch.Tensor, word: int, pattern: bytes, flag: torch.Tensor) -> None:
         """One launch: add to `flag` the guard words and odd bytes that differ from the fill."""
-        lo = self.table("check.lo", lambda: _blocks([(a, b, 0) for a, b in self.guards])[0])
+        lo, hi, _ = self.blocks("check", lambda: [(a, b, 0) for a, b in self.guards])
         if not lo.numel():
             return
         _check_kernel[(lo.numel(),)](
-            slab.view(torch.int32), slab, lo,
-            self.table("check.hi", lambda: _blocks([(a, b, 0) for a, b in self.guards])[1]),
-            _signed(word, 32), flag, self.table("check.tail", lambda: self.tail_at),
+            slab.view(torch.int32), slab, lo, hi, _signed(word, 32), flag,
+            self.table("check.tail", lambda: self.tail_at),
             self.table(f"check.bytes.{word}", lambda: [pattern[i % 4] for i in self.tail_at], torch.uint8),
             len(self.tail_at), BLOCK=_BLOCK_WORDS, TAIL=triton.next_power_of_2(max(len(self.tail_at), 1)))
 

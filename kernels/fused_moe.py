@@ -171,9 +171,13 @@ def _expert(w, scale, e):
 
 
 def _routed(x: MoEInputs):
-    """(flat expert ids, the experts that appear): only these are dequantised."""
+    """(expert, its flat (token, slot) indices ascending) for each expert that appears: only these
+    are dequantised. One sort and one host sync, not a `nonzero` per expert."""
     ids = x.topk_ids.reshape(-1).long()
-    return ids, [e for e in ids.unique().tolist() if e >= 0]
+    order = torch.argsort(ids, stable=True)
+    experts, counts = torch.unique_consecutive(ids[order], return_counts=True)
+    groups = zip(experts.tolist(), order.split(counts.tolist()), strict=True)
+    return [(e, sel) for e, sel in groups if e >= 0]
 
 
 def _quant_roundtrip(x):
@@ -191,10 +195,8 @@ def stage1_ref(x: MoEInputs, quant=Quant.NONE):
     a = x.hidden.double()
     if quant is Quant.PER_1X128:
         a = _quant_roundtrip(x.hidden).double()
-    ids, experts = _routed(x)
     rows = torch.zeros(tokens * topk, x.w1.shape[1], dtype=torch.float64, device=a.device)
-    for e in experts:
-        sel = torch.nonzero(ids == e).flatten()
+    for e, sel in _routed(x):
         rows[sel] = a[sel // topk] @ _expert(x.w1, x.w1_scale, e).T
     return rows
 
@@ -205,11 +207,9 @@ def fused_moe_ref(x: MoEInputs, quant=Quant.NONE, activation=Activation.SILU):
     gate_up = stage1_ref(x, quant)
     a2 = act_and_mul_ref(gate_up, activation).to(x.hidden.dtype)
     a2 = _quant_roundtrip(a2) if quant is Quant.PER_1X128 else a2.float()
-    ids, experts = _routed(x)
     weights = x.topk_weights.double().reshape(-1)
     out = torch.zeros(tokens, x.w2.shape[1], dtype=torch.float64, device=a2.device)
-    for e in experts:
-        sel = torch.nonzero(ids == e).flatten()
+    for e, sel in _routed(x):
         y = a2[sel].double() @ _expert(x.w2, x.w2_scale, e).T
         out.index_add_(0, sel // topk, y * weights[sel, None])
     return out

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from harness.guard import MIB, WORDS, GuardBudgetError, GuardMode, Guards
+from harness.guard import _BLOCK_WORDS, MIB, WORDS, GuardBudgetError, GuardMode, Guards, _blocks
 from kernels.memset import raw_memset
 
 FLOATS = [torch.float32, torch.bfloat16, torch.float16]
@@ -146,3 +146,17 @@ def test_union_over_runs_and_scope_release(device):
         assert guards.buffers == []
     (v,) = guards.violations()
     assert (v.buffer, v.first_offset, v.last_offset, v.bytes, v.phases) == ("buf", 0, 9, 10, ("nan", "dense"))
+
+
+def test_the_gpu_kernels_block_tables_cover_each_range_word_for_word(seed):
+    """`_blocks` (what the one-launch arm and check run over) against the plain loop."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(0, 5 * _BLOCK_WORDS, (40,), generator=gen).tolist() + [0, 1, _BLOCK_WORDS]
+    starts = torch.randint(0, 1 << 40, (len(lengths),), generator=gen).tolist()
+    ranges = [(a, a + n, v) for a, n, v in zip(starts, lengths, range(-1, len(lengths) - 1), strict=True)]
+    expected = [(a, min(a + _BLOCK_WORDS, end), v) for start, end, v in ranges
+                for a in range(start, end, _BLOCK_WORDS)]
+    lo, hi, value = _blocks(ranges, torch.device("cpu"))
+    assert list(zip(lo.tolist(), hi.tolist(), value.tolist(), strict=True)) == expected
+    assert value.dtype == torch.int32
+    assert all(t.numel() == 0 for t in _blocks([], torch.device("cpu")))

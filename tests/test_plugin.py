@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from harness.plugin import worker_device
+from harness.plugin import share_cores, worker_device
 from harness.results import CaseResult
 
 pytest_plugins = ["pytester"]
@@ -174,3 +175,29 @@ def test_a_harness_json_path_that_cannot_be_written_is_a_usage_error(tiny: pytes
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "--harness-json no/such/dir/results.json: No such file or directory; allowed: a writable file path" in (
         result.errlines[0])
+
+
+def test_xdist_workers_share_the_cores(tiny: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(variable, raising=False)
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    tiny.makepyfile(test_threads=f"""
+        import os
+        import torch
+
+        def test_threads():
+            assert os.environ["OMP_NUM_THREADS"] == os.environ["OPENBLAS_NUM_THREADS"] == "{share}"
+            assert torch.get_num_threads() == {share}
+    """)
+    _run(tiny, "test_threads.py", "-n", "2").assert_outcomes(passed=1)
+
+
+def test_a_thread_count_the_user_chose_is_kept() -> None:
+    environ = {"OMP_NUM_THREADS": "3"}
+    share_cores(4, 32, environ)
+    assert environ == {"OMP_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "8"}
+    share_cores(8, 2, environ)
+    assert environ["OPENBLAS_NUM_THREADS"] == "8"
+    fresh: dict[str, str] = {}
+    share_cores(8, 2, fresh)
+    assert fresh == {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
