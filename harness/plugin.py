@@ -83,7 +83,8 @@ def share_cores(workers: int, cores: int, environ: MutableMapping[str, str]) -> 
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the markers; on a multi-GPU host pin this worker's device before any CUDA call."""
+    """Share the cores among xdist workers, register the markers, check the --harness-json path;
+    on a multi-GPU host pin this worker's device before any CUDA call."""
     workers = getattr(config.option, "numprocesses", None)  # an int once xdist has resolved `auto`
     if isinstance(workers, int) and workers > 0 and not _is_worker(config):
         share_cores(workers, len(os.sched_getaffinity(0)), os.environ)

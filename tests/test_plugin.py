@@ -201,3 +201,21 @@ def test_a_thread_count_the_user_chose_is_kept() -> None:
     fresh: dict[str, str] = {}
     share_cores(8, 2, fresh)
     assert fresh == {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def test_on_a_gpu_machine_a_run_whose_gpu_items_all_skipped_fails(tiny: pytest.Pytester,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness.plugin
+
+    monkeypatch.setattr(harness.plugin, "_gpu_present", lambda: True)
+    tiny.makeconftest("""
+        import pytest
+
+        def pytest_collection_modifyitems(items):
+            for item in items:
+                item.add_marker(pytest.mark.skip(reason="the driver went away"))
+    """)
+    result = _run(tiny, "scenarios")
+    result.assert_outcomes(skipped=4)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "graph-harness: all 4 GPU items skipped on a GPU machine" in result.outlines
