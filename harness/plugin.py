@@ -69,6 +69,11 @@ def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def share_cores(workers: int, cores: int, environ: MutableMapping[str, str]) -> None:
     """Give each of `workers` xdist workers its share of the cores, unless the user chose.
 
@@ -87,7 +92,7 @@ def pytest_configure(config: pytest.Config) -> None:
     on a multi-GPU host pin this worker's device before any CUDA call."""
     workers = getattr(config.option, "numprocesses", None)  # an int once xdist has resolved `auto`
     if isinstance(workers, int) and workers > 0 and not _is_worker(config):
-        share_cores(workers, len(os.sched_getaffinity(0)), os.environ)
+        share_cores(workers, usable_cores(), os.environ)
     for line in ("gpu: needs a GPU (skipped without one)", "cpu: runs on the CPU profile",
                  "slow: a capture size above 64 tokens",
                  "bug(id): a variant of a registered bug; select one with -m \"bug(id='aiter-2508')\"",

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from harness.plugin import share_cores, worker_device
+from harness.plugin import share_cores, usable_cores, worker_device
 from harness.results import CaseResult
 
 pytest_plugins = ["pytester"]
@@ -180,7 +179,7 @@ def test_a_harness_json_path_that_cannot_be_written_is_a_usage_error(tiny: pytes
 def test_xdist_workers_share_the_cores(tiny: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         monkeypatch.delenv(variable, raising=False)
-    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    share = max(1, usable_cores() // 2)
     tiny.makepyfile(test_threads=f"""
         import os
         import torch
