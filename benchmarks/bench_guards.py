@@ -21,8 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.capture import CudaGraphBackend  # noqa: E402
-from harness.guard import GuardMode, Guards  # noqa: E402
-from harness.run import default_budget, resolve_cases  # noqa: E402
+from harness.guard import GuardMode  # noqa: E402
+from harness.run import guards_for, resolve_cases  # noqa: E402
 from harness.scenario import find_scenario_dir, load_scenarios, scenario_files  # noqa: E402
 from harness.workload import MoEWeights, MoEWorkload  # noqa: E402
 from kernels.contracts import Policy  # noqa: E402
@@ -68,8 +68,7 @@ def main() -> None:
     workload = MoEWorkload(case, MoEWeights.for_case(case, device), device)
     inputs = workload.inputs(case.seed + 1)
 
-    fp = case.footprint()
-    guards = Guards(device, default_budget(device), cover={case.tokens: (fp.alloc_bytes, fp.predicted_overflow_bytes)})
+    guards = guards_for([case], device)
     guards.reserve()
     with guards.tagged(case.tokens), GuardMode(guards), guards.named("input"):
         static = {k: torch.zeros_like(v) for k, v in inputs.items()}  # zeros: `arm` re-poisons empties

@@ -180,8 +180,7 @@ class _Layout:
     poison_tail_at: list[int]  # the last bytes of an `empty` buffer that do not fill a word
     poison_tail_bytes: list[int]
     device: torch.device
-    _tables: dict[str, torch.Tensor] = field(default_factory=dict)
-    _block_tables: dict[str, tuple[torch.Tensor, ...]] = field(default_factory=dict)
+    _cache: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, buffers: Sequence[Buffer], device: torch.device) -> _Layout:
@@ -202,17 +201,19 @@ class _Layout:
                 poison_bytes.extend(pattern[i % 4] for i in range(end // 4 * 4, end))
         return cls(guards, poisons, tail, poison_tail, poison_bytes, device)
 
+    def cached(self, name: str, build: Callable[[], Any]) -> Any:
+        """What `build` returns (a device table), built once per layout."""
+        if name not in self._cache:
+            self._cache[name] = build()
+        return self._cache[name]
+
     def table(self, name: str, values: Callable[[], Sequence[int]], dtype: torch.dtype = torch.int64) -> torch.Tensor:
         """A device copy of a host list, built and copied once per layout."""
-        if name not in self._tables:
-            self._tables[name] = torch.tensor(list(values()), dtype=dtype, device=self.device)
-        return self._tables[name]
+        return self.cached(name, lambda: torch.tensor(list(values()), dtype=dtype, device=self.device))  # type: ignore[no-any-return]
 
     def blocks(self, name: str, ranges: Callable[[], Sequence[tuple[int, int, int]]]) -> tuple[torch.Tensor, ...]:
         """`_blocks` of the ranges, built once per layout."""
-        if name not in self._block_tables:
-            self._block_tables[name] = _blocks(ranges(), self.device)
-        return self._block_tables[name]
+        return self.cached(name, lambda: _blocks(ranges(), self.device))  # type: ignore[no-any-return]
 
     def _arm_ranges(self) -> list[tuple[int, int, int]]:
         return [(a, b, -1) for a, b in self.guards] + [(a, b, _signed(w, 32)) for a, b, w in self.poisons]
@@ -342,8 +343,8 @@ class Guards:
         guard = want
         free = self.budget - self._used
         if 2 * guard + _round_up(body, _ALIGN) > free // 4:
-            # Short of room: the guard the footprint needs (or 2 MiB) if it fits, else an eighth of what
-            # is left, so that the buffers after this one still get guards.
+            # Short of room: the guard the footprint needs (or 2 MiB) if it fits, else each guard a
+            # sixteenth of what is left, so that the buffers after this one still get guards.
             guard = _round_up(max(self.min_guard, self._cover(nbytes)), _ALIGN)
             if 2 * guard + _round_up(body, _ALIGN) > free:
                 guard = (free - _round_up(body, _ALIGN)) // 16 // _ALIGN * _ALIGN

@@ -54,6 +54,12 @@ def resolve_cases(scenario_id: str, scenario: Scenario, policy: Policy, sizes: S
     return cases
 
 
+def guards_for(cases: Sequence[CaseSpec], device: torch.device, budget: int | None = None) -> Guards:
+    """A slab for these cases, each size's stage1 buffer guarded for the overflow its footprint predicts."""
+    cover = {c.tokens: (c.footprint().alloc_bytes, c.footprint().predicted_overflow_bytes) for c in cases}
+    return Guards(device, budget or default_budget(device), cover=cover)
+
+
 def run_cases(cases: Sequence[CaseSpec], device: torch.device, *, budget: int | None = None,
               backend: Backend | None = None, replays: int = 2) -> list[CaseResult]:
     """Run one scenario-policy's cases (any sizes, one seed) through the protocol in one shared slab."""
@@ -66,8 +72,7 @@ def run_cases(cases: Sequence[CaseSpec], device: torch.device, *, budget: int | 
         if case.hidden not in weights:
             weights[case.hidden] = MoEWeights.for_case(case, device)
         workloads[case.tokens] = MoEWorkload(case, weights[case.hidden], device)
-    cover = {c.tokens: (c.footprint().alloc_bytes, c.footprint().predicted_overflow_bytes) for c in cases}
-    guards = Guards(device, budget or default_budget(device), cover=cover)  # sized after the weights
+    guards = guards_for(cases, device, budget)  # sized after the weights
     backend = backend or default_backend(device)
     outcomes = run_protocol(workloads, guards, backend, seed=seed, replays=replays)
     results = []
