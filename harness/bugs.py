@@ -28,6 +28,7 @@ from harness.guard import Violation
 from harness.results import CaseResult
 from harness.scenario import (
     ID_PATTERN,
+    REGISTRY_FILE,
     Scenario,
     Verdict,
     bad_entry,
@@ -36,8 +37,6 @@ from harness.scenario import (
     rule,
 )
 from kernels.contracts import Policy
-
-REGISTRY_FILE = "bugs.yaml"
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 Bytes = Annotated[int, Strict(), Field(ge=1)]

@@ -5,25 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from harness.bugs import Reproduction, load_bugs, pick_bug, registry_path, registry_schema
-from harness.errors import bad_value, display_path
+from harness.cli_parts import add_scenario_dir, non_negative_int, print_failure, write_json
+from harness.errors import bad_value
 from harness.results import CaseResult
 from harness.scenario import find_scenario_dir, load_scenarios, scenario_file_schema, scenario_files
 from reports.bugs_tables import bugs_table, reproduce_table, scenarios_table
 
 if TYPE_CHECKING:
     from harness.cli import Subparsers
-
-
-def _write(path: Path, record: dict[str, Any]) -> None:
-    try:
-        path.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    except OSError as err:
-        raise bad_value("--json", "", display_path(path), "a writable file path", err.strerror or "") from err
 
 
 def _reproduce(args: argparse.Namespace, console: Console) -> int:
@@ -37,7 +31,7 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
     path = registry_path(directory)
     bug = pick_bug(load_bugs(path, scenarios), args.bug, path)
     if args.json is not None:
-        _write(args.json, {"bug": args.bug})  # a bad path fails now, before a minute of work
+        write_json(args.json, {"bug": args.bug})  # a bad path fails now, before a minute of work
     dev = device()
     ran: dict[str, CaseResult] = {}
     for side, variant in (("buggy", bug.buggy), ("fixed", bug.fixed)):
@@ -49,17 +43,14 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
             raise bad_value(f"{args.bug} {side}", "", "a case the default guard budget cannot hold",
                             "a device with more memory", str(err)) from err
         if args.json is not None:  # what finished is kept, should the other variant fail
-            _write(args.json, {"bug": args.bug, **{s: r.record() for s, r in ran.items()}})
+            write_json(args.json, {"bug": args.bug, **{s: r.record() for s, r in ran.items()}})
     rep = Reproduction(args.bug, bug, ran["buggy"], ran["fixed"])
     console.print(reproduce_table(rep))
     if args.json is not None:
-        _write(args.json, rep.record())
-    for side, result in (("buggy", rep.buggy), ("fixed", rep.fixed)):
-        if not (rep.detected if side == "buggy" else rep.clean):
-            console.print(f"[red]FAIL[/red] {side} {result.scenario} {result.policy} T={result.capture_size}: "
-                          f"{result.reason}")
-            console.print(f"  repro: graph-harness run {result.scenario} --policy {result.policy} "
-                          f"--sizes {result.capture_size} --seed {result.seed}")
+        write_json(args.json, rep.record())
+    for side, result, ok in (("buggy", rep.buggy, rep.detected), ("fixed", rep.fixed, rep.clean)):
+        if not ok:
+            print_failure(console, result, side)
     return 0 if rep.reproduced else 1
 
 
@@ -80,27 +71,20 @@ def _schema(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _scenario_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scenarios", dest="scenario_dir", type=Path, metavar="DIR",
-                        help="scenario folder, bugs.yaml included (default: ./scenarios, else the repository's)")
-
-
 def add_reproduce(sub: Subparsers) -> None:
     """Register `reproduce BUG [--seed N] [--json FILE]`."""
-    from harness.cli import _non_negative_int
-
     parser = sub.add_parser("reproduce", help="run a registered bug's buggy and fixed variant side by side")
     parser.add_argument("bug", metavar="BUG", help="bug id (a key of scenarios/bugs.yaml; see `list`)")
-    parser.add_argument("--seed", type=_non_negative_int, metavar="N", help="seed (default: each scenario's)")
+    parser.add_argument("--seed", type=non_negative_int, metavar="N", help="seed (default: each scenario's)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write both variants' results as one JSON object")
-    _scenario_dir(parser)
+    add_scenario_dir(parser)
     parser.set_defaults(command=_reproduce)
 
 
 def add_list(sub: Subparsers) -> None:
     """Register `list`."""
     parser = sub.add_parser("list", help="print the scenarios, with why each exists, and the registered bugs")
-    _scenario_dir(parser)
+    add_scenario_dir(parser)
     parser.set_defaults(command=_list)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -11,9 +10,17 @@ from typing import Any, NoReturn, TypeAlias
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.text import Text
 
 from harness.bugs_cmd import add_list, add_reproduce, add_schema
+from harness.cli_parts import (
+    add_scenario_dir,
+    at_least_two,
+    gib,
+    non_negative_int,
+    positive_int,
+    print_failure,
+    write_json,
+)
 from harness.errors import BadInput, bad_value, display_path, one_line
 from harness.footprint import footprint_rows
 from harness.guard import GuardBudgetError
@@ -42,12 +49,6 @@ class _Parser(argparse.ArgumentParser):
         raise BadInput(message)
 
 
-def _positive_int(text: str) -> int:
-    if text.isdigit() and int(text) >= 1:
-        return int(text)
-    raise argparse.ArgumentTypeError(f"got {text!r}; allowed: integer >= 1")
-
-
 def _pick(directory: Path | None, ids: Sequence[str]) -> dict[str, Scenario]:
     """The requested scenarios of a folder in the order asked, each once; unknown ids list the known."""
     directory = directory or find_scenario_dir()
@@ -68,34 +69,8 @@ def _footprint(args: argparse.Namespace, console: Console) -> int:
         console.print(footprint_table(rows[scenario_id], title=scenario_title(scenario_id, scenario)))
     if args.json is not None:
         records = [row.record() for scenario_rows in rows.values() for row in scenario_rows]
-        try:
-            args.json.write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
-        except OSError as err:
-            raise bad_value("--json", "", display_path(args.json), "a writable file path",
-                            err.strerror or "") from err
+        write_json(args.json, records)
     return 0
-
-
-def _non_negative_int(text: str) -> int:
-    if text.isdigit():
-        return int(text)
-    raise argparse.ArgumentTypeError(f"got {text!r}; allowed: integer >= 0")
-
-
-def _gib(text: str) -> int:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if value > 0:
-        return int(value * (1 << 30))
-    raise argparse.ArgumentTypeError(f"got {text!r}; allowed: GiB > 0")
-
-
-def _at_least_two(text: str) -> int:
-    if text.isdigit() and int(text) >= 2:
-        return int(text)
-    raise argparse.ArgumentTypeError(f"got {text!r}; allowed: integer >= 2")
 
 
 def _plan(args: argparse.Namespace, profile: Profile) -> list[tuple[str, Scenario, Policy, tuple[int, ...]]]:
@@ -123,14 +98,6 @@ def _plan(args: argparse.Namespace, profile: Profile) -> list[tuple[str, Scenari
     if not plan:
         raise bad_value("graph-harness run", "", "no case to run", "a scenario, policy and size that exist together")
     return plan
-
-
-def _write_json(path: Path, results: Sequence[CaseResult]) -> None:
-    try:
-        path.write_text(json.dumps([r.record() for r in results], indent=2, allow_nan=False) + "\n",
-                        encoding="utf-8")
-    except OSError as err:
-        raise bad_value("--json", "", display_path(path), "a writable file path", err.strerror or "") from err
 
 
 def run_plan(args: argparse.Namespace) -> Iterator[list[CaseResult]]:
@@ -171,21 +138,18 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     """Run cases through the protocol; print the table; exit 0 only if every case met its expectation."""
     groups = run_plan(args)
     if args.json is not None:
-        _write_json(args.json, [])  # a bad path fails now, before minutes of work
+        write_json(args.json, [])  # a bad path fails now, before minutes of work
     results: list[CaseResult] = []
     for group in groups:
         results.extend(group)
         if args.json is not None:
-            _write_json(args.json, results)
+            write_json(args.json, [r.record() for r in results])
     for scenario_id in dict.fromkeys(r.scenario for r in results):
         rows = [r for r in results if r.scenario == scenario_id]
         console.print(run_table(rows, title=f"{scenario_id} on {rows[0].env.device}, {rows[0].backend}"))
     for r in results:
         if not r.passed:
-            console.print(Text.assemble(("FAIL", "red"), f" {r.scenario} {r.policy} T={r.capture_size}: {r.reason}"),
-                          highlight=False)
-            console.print(f"  repro: graph-harness run {r.scenario} --policy {r.policy} --sizes {r.capture_size} "
-                          f"--seed {r.seed}", markup=False, highlight=False)
+            print_failure(console, r)
         for note in (n for n in r.notes if n.startswith("not fully guarded")):
             console.print(f"note: {r.scenario} {r.policy} T={r.capture_size}: {note}", markup=False, highlight=False)
     return 0 if all(r.passed for r in results) else 1
@@ -196,14 +160,13 @@ def add_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario id (default: all)")
     parser.add_argument("--policy", dest="policies", action="append", choices=[p.value for p in Policy],
                         metavar="P", help="stage1 allocation policy (repeatable; default: the scenario's)")
-    parser.add_argument("--sizes", nargs="+", type=_positive_int, metavar="T",
+    parser.add_argument("--sizes", nargs="+", type=positive_int, metavar="T",
                         help="capture sizes (default: the scenario's, cpu_sizes on CPU)")
-    parser.add_argument("--seed", type=_non_negative_int, metavar="N", help="seed (default: the scenario's)")
-    parser.add_argument("--replays", type=_at_least_two, metavar="N", help="replays per graph (>= 2; default: 2)")
-    parser.add_argument("--guard-budget", type=_gib, metavar="GIB",
+    parser.add_argument("--seed", type=non_negative_int, metavar="N", help="seed (default: the scenario's)")
+    parser.add_argument("--replays", type=at_least_two, metavar="N", help="replays per graph (>= 2; default: 2)")
+    parser.add_argument("--guard-budget", type=gib, metavar="GIB",
                         help="guard slab size (default: 1 GiB on CPU, 60%% of free GPU memory up to 48 GiB)")
-    parser.add_argument("--scenarios", dest="scenario_dir", type=Path, metavar="DIR",
-                        help="scenario folder (default: ./scenarios, else the repository's)")
+    add_scenario_dir(parser)
 
 
 def _add_run(sub: Subparsers) -> None:
@@ -216,11 +179,10 @@ def _add_run(sub: Subparsers) -> None:
 def _add_footprint(sub: Subparsers) -> None:
     parser = sub.add_parser("footprint", help="predict stage1 buffer bytes per capture size and policy")
     parser.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario id (YAML key)")
-    parser.add_argument("--size", dest="sizes", type=_positive_int, action="append", metavar="T",
+    parser.add_argument("--size", dest="sizes", type=positive_int, action="append", metavar="T",
                         help="capture size to predict (repeatable; default: the scenario's capture_sizes)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the rows as a JSON list")
-    parser.add_argument("--scenarios", dest="scenario_dir", type=Path, metavar="DIR",
-                        help="scenario folder (default: ./scenarios, else the repository's)")
+    add_scenario_dir(parser)
     parser.set_defaults(command=_footprint)
 
 

@@ -15,10 +15,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from harness.errors import BadInput, display_path, one_line
-from harness.scenario import find_scenario_dir, load_scenarios, scenario_files
+from harness.scenario import load_scenarios, scenario_files
 from kernels.contracts import Policy
 
-LEDGER_FILE = "ledger.yaml"
 # A URL, or owner/repo#N: somewhere a reader can see why the failure is known.
 _CITE = r"^(https?://\S+|[\w.-]+/[\w.-]+#\d+)$"
 
@@ -72,7 +71,7 @@ def load_ledger(path: Path) -> Ledger:
         allowed = ("a URL or owner/repo#N" if field.endswith("cites")
                    else "tolerated, quarantined" if field.endswith("status") else first["msg"])
         raise BadInput(one_line(f"{where}: {field}: got {first.get('input')!r}; allowed: {allowed}")) from None
-    known = load_scenarios(scenario_files(path.parent if path.parent.is_dir() else find_scenario_dir()))
+    known = load_scenarios(scenario_files(path.parent))
     for i, entry in enumerate(parsed.entries):
         if entry.scenario not in known:
             raise BadInput(f"{where}: entries.{i}.scenario: got {entry.scenario!r}; allowed: {', '.join(known)}")

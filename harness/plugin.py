@@ -21,18 +21,26 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from harness.bugs import REGISTRY_FILE, load_bugs, registry_path
+from harness.bugs import load_bugs, registry_path
 from harness.errors import BadInput
-from harness.ledger import LEDGER_FILE, Ledger, LedgerEntry, load_ledger
+from harness.ledger import Ledger, LedgerEntry, load_ledger
 from harness.results import CaseResult
-from harness.scenario import Profile, Scenario, capture_sizes, find_scenario_dir, load_scenarios, scenario_files
+from harness.scenario import (
+    LEDGER_FILE,
+    NOT_SCENARIOS,
+    Profile,
+    Scenario,
+    capture_sizes,
+    find_scenario_dir,
+    load_scenarios,
+    scenario_files,
+)
 from kernels.contracts import Policy
 
 _PROPERTY = "graph_harness"  # the user_properties key a result travels under
 _DEVICE_PROPERTY = "graph_harness_device"
 _SUMMARY_WIDTH = 120
 _SLOW_TOKENS = 64  # capture sizes above this are `slow`: each runs seconds on a GPU, minutes on CPU
-_NOT_SCENARIOS = {LEDGER_FILE, REGISTRY_FILE}
 
 
 def _gpu_present() -> bool:
@@ -126,7 +134,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     """Scenario YAML files under the scenario folder become ScenarioFiles."""
-    if file_path.suffix != ".yaml" or file_path.name in _NOT_SCENARIOS:
+    if file_path.suffix != ".yaml" or file_path.name in NOT_SCENARIOS:
         return None
     try:
         scenario_dir = find_scenario_dir().resolve()
@@ -255,6 +263,7 @@ def _with_reason(result: CaseResult, reason: str) -> CaseResult:
 
 
 def _failure_text(result: CaseResult) -> str:
+    from reports.baseline import repro_command
     from reports.tables import violation_table
 
     console = Console(width=_SUMMARY_WIDTH, no_color=True, record=True, file=io.StringIO())
@@ -268,8 +277,7 @@ def _failure_text(result: CaseResult) -> str:
     lines.extend(f"note: {note}" for note in result.notes)
     if result.error:
         lines.append(f"error: {result.error}")
-    lines.append(f"repro: graph-harness run {result.scenario} --policy {result.policy} --sizes {result.capture_size} "
-                 f"--seed {result.seed}")
+    lines.append(f"repro: {repro_command(result)}")
     return "\n".join(lines)
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.text import Text
 
+from harness.cli_parts import print_failure
 from harness.errors import bad_value, display_path
 from harness.results import CaseResult
 from reports.baseline import (
@@ -22,7 +22,6 @@ from reports.baseline import (
     diff_table,
     job_failed,
     plural,
-    repro_command,
     summarize,
 )
 from reports.frame import csv_text, frame_results, parquet_bytes, read_csv, read_parquet, results_frame
@@ -184,8 +183,7 @@ def _report(args: argparse.Namespace, console: Console) -> int:
             console.print(diff_table(diff))
         console.print(diff_headline(diff), markup=False, highlight=False)
     for r in summary.failures:
-        console.print(Text.assemble(("FAIL", "red"), f" {r.scenario} {r.policy} T={r.capture_size}: {r.reason}"))
-        console.print(f"  repro: {repro_command(r)}", markup=False)
+        print_failure(console, r)
     console.print(headline(summary, diff), markup=False, highlight=False)
     console.print(f"wrote {display_path(args.out / 'report.html')}", markup=False, highlight=False)
     if interrupted:

@@ -359,7 +359,9 @@ def find_scenario_dir() -> Path:
 
 
 # Files of the scenario folder that hold something else: the bug registry and the known-failure ledger.
-NOT_SCENARIOS = frozenset({"bugs.yaml", "ledger.yaml"})
+REGISTRY_FILE = "bugs.yaml"  # the bug registry (harness/bugs.py)
+LEDGER_FILE = "ledger.yaml"  # known failures (harness/ledger.py)
+NOT_SCENARIOS = frozenset({REGISTRY_FILE, LEDGER_FILE})
 
 
 def scenario_files(directory: Path) -> tuple[Path, ...]:

@@ -105,20 +105,25 @@ class BaselineDiff:
         return bool(self.new_failures or self.detection_regressions)
 
 
-def _by_key(results: Iterable[CaseResult]) -> dict[Key, CaseResult]:
-    """Each case once; of several seeds, a failing one, so a failure is never hidden by a pass."""
+def worse(a: CaseResult, b: CaseResult) -> CaseResult:
+    """Of two seeds of one case, the failing one, else the higher-precedence verdict; `a` on a tie."""
+    return min(a, b, key=lambda r: (r.passed, VERDICTS.index(r.verdict)))
+
+
+def by_case(results: Iterable[CaseResult]) -> dict[Key, CaseResult]:
+    """Each case once, in first-seen order; of several seeds, the `worse`, so a failure is never hidden by a pass."""
     keyed: dict[Key, CaseResult] = {}
     for r in results:
-        held = keyed.get(case_key(r))
-        if held is None or (held.passed and not r.passed):
-            keyed[case_key(r)] = r
+        key = case_key(r)
+        held = keyed.get(key)
+        keyed[key] = r if held is None else worse(held, r)
     return keyed
 
 
 def compare(current: Sequence[CaseResult], baseline: Sequence[CaseResult],
             threshold_pct: float = DEFAULT_LATENCY_THRESHOLD) -> BaselineDiff:
     """New failures, fixed cases, detection regressions and replay-time growth over `threshold_pct` percent."""
-    now, before = _by_key(current), _by_key(baseline)
+    now, before = by_case(current), by_case(baseline)
     new_failures: list[CaseChange] = []
     fixed: list[CaseChange] = []
     detection: list[CaseChange] = []

@@ -10,14 +10,7 @@ from rich.text import Text
 from harness.bugs import Bug, Figures, Reproduction, Variant, figures
 from harness.results import CaseResult
 from harness.scenario import Scenario
-
-
-def _count(value: int | None) -> str:
-    return "-" if value is None else f"{value:,}"
-
-
-def _ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}x"
+from reports.tables import fmt_count, fmt_error, fmt_ratio
 
 
 def _range(found: Figures) -> str:
@@ -26,20 +19,14 @@ def _range(found: Figures) -> str:
     return f"{found.first:,} .. {found.last:,}"
 
 
-def _error(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return "inf" if value == float("inf") else f"{value:.1e}"
-
-
 def _variant(variant: Variant) -> str:
     return f"{variant.scenario} {variant.policy.value}"
 
 
 def _column(variant: Variant, result: CaseResult, ok: bool, good: str, bad: str) -> list[str | Text]:
     found = figures(variant, result)
-    return [_variant(variant), found.verdict, variant.verdict, found.buffer or "-", _count(found.allocated),
-            _count(found.written), _ratio(found.ratio), _range(found), _error(result.max_rel_err),
+    return [_variant(variant), found.verdict, variant.verdict, found.buffer or "-", fmt_count(found.allocated),
+            fmt_count(found.written), fmt_ratio(found.ratio), _range(found), fmt_error(result.max_rel_err),
             Text(good, style="green") if ok else Text(bad, style="red bold")]
 
 
@@ -82,7 +69,8 @@ def scenarios_table(scenarios: Mapping[str, Scenario]) -> Table:
 
 
 def _side(label: str, variant: Variant) -> str:
-    figures_ = f" {variant.buffer} {_count(variant.allocated)} -> {_count(variant.written)} B" if variant.buffer else ""
+    figures_ = (f" {variant.buffer} {fmt_count(variant.allocated)} -> {fmt_count(variant.written)} B"
+                if variant.buffer else "")
     return f"{label} {_variant(variant)}\n  {variant.verdict}{figures_}"
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from harness.results import CaseResult
 from reports.baseline import BaselineDiff, Summary, diff_headline, diff_rows, job_failed, plural, repro_command
-from reports.tables import _count, _error, _micros
+from reports.tables import result_cells
 
 RESULT_HEADERS: tuple[str, ...] = ("policy", "T", "splitk", "verdict", "expected", "pass", "buffer", "outside bytes",
                                    "max rel err", "replay us")
@@ -44,11 +44,9 @@ def result_rows(results: Sequence[CaseResult]) -> list[tuple[str, ...]]:
     """One row per case of one scenario, under RESULT_HEADERS."""
     rows: list[tuple[str, ...]] = []
     for r in results:
-        worst = r.worst
-        rows.append((r.policy, _count(r.capture_size), str(r.splitk), r.verdict, r.expected,
-                     "ok" if r.passed else "FAIL", "-" if worst is None else worst.buffer,
-                     _count(r.outside_bytes) if worst is not None else "-", _error(r.max_rel_err),
-                     _micros(r.replay_us)))
+        c = result_cells(r)
+        rows.append((c.policy, c.size, str(r.splitk), r.verdict, r.expected, "ok" if r.passed else "FAIL", c.buffer,
+                     c.outside, c.error, c.replay))
     return rows
 
 

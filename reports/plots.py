@@ -13,6 +13,7 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import ScalarFormatter
 
 from harness.results import VERDICTS, CaseResult
+from reports.baseline import by_case
 
 DPI = 100
 VERDICT_COLOURS: dict[str, str] = {
@@ -40,11 +41,6 @@ def _message(text: str) -> bytes:
     return _png(figure)
 
 
-def _worst(a: CaseResult, b: CaseResult) -> CaseResult:
-    """Of two seeds of one cell, the failing one, else the higher-precedence verdict."""
-    return min(a, b, key=lambda r: (r.passed, VERDICTS.index(r.verdict)))
-
-
 def verdict_heatmap(results: Sequence[CaseResult]) -> bytes:
     """One panel per policy: scenarios down, capture sizes across, each cell coloured by verdict, failures boxed."""
     if not results:
@@ -52,10 +48,7 @@ def verdict_heatmap(results: Sequence[CaseResult]) -> bytes:
     policies = list(dict.fromkeys(r.policy for r in results))
     scenarios = list(dict.fromkeys(r.scenario for r in results))
     sizes = sorted({r.capture_size for r in results})
-    cells: dict[tuple[str, str, int], CaseResult] = {}
-    for r in results:
-        key = (r.policy, r.scenario, r.capture_size)
-        cells[key] = _worst(cells[key], r) if key in cells else r
+    cells = by_case(results)  # (scenario, policy, T): one seed per cell
     cmap = ListedColormap([VERDICT_COLOURS[v] for v in VERDICTS]).with_extremes(bad="#eeeeee")  # grey: not run
     norm = BoundaryNorm([i - 0.5 for i in range(len(VERDICTS) + 1)], len(VERDICTS))
     width = 3.2 + 0.55 * max(len(sizes), 4)
@@ -64,11 +57,11 @@ def verdict_heatmap(results: Sequence[CaseResult]) -> bytes:
     axes = figure.subplots(len(policies), 1, squeeze=False)[:, 0]
     for ax, policy in zip(axes, policies, strict=True):
         grid = [[math.nan] * len(sizes) for _ in scenarios]
-        for (p, scenario, size), r in cells.items():
+        for (scenario, p, size), r in cells.items():
             if p == policy:
                 grid[scenarios.index(scenario)][sizes.index(size)] = VERDICTS.index(r.verdict)
         ax.imshow(grid, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
-        for (p, scenario, size), r in cells.items():
+        for (scenario, p, size), r in cells.items():
             if p != policy:
                 continue
             y, x = scenarios.index(scenario), sizes.index(size)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from rich.table import Table
 from rich.text import Text
@@ -19,8 +20,28 @@ def scenario_title(scenario_id: str, scenario: Scenario) -> str:
             f"{scenario.dtype}/{scenario.quant.value} cu_num={scenario.cu_num}")
 
 
-def _count(value: int) -> str:
-    return f"{value:,}"
+def fmt_count(value: int | None) -> str:
+    """`1,966,080`; `-` for None."""
+    return "-" if value is None else f"{value:,}"
+
+
+def fmt_ratio(value: float | None) -> str:
+    """`16.0x`; `-` for None."""
+    return "-" if value is None else f"{value:.1f}x"
+
+
+def fmt_error(value: float | None) -> str:
+    """`2.5e-03`, `inf`; `-` for None."""
+    if value is None:
+        return "-"
+    return "inf" if value == float("inf") else f"{value:.1e}"
+
+
+def fmt_micros(value: float | None) -> str:
+    """`80.0`, `1,234`: one decimal below a millisecond; `-` for None."""
+    if value is None:
+        return "-"
+    return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
 
 
 def footprint_table(rows: Sequence[FootprintRow], title: str | None = None) -> Table:
@@ -33,12 +54,11 @@ def footprint_table(rows: Sequence[FootprintRow], title: str | None = None) -> T
                    "overflow\nbytes", "ratio"):
         table.add_column(header, justify="right")
     for row in rows:
-        overflow = Text(_count(row.predicted_overflow_bytes),
+        overflow = Text(fmt_count(row.predicted_overflow_bytes),
                         style="red" if row.predicted_overflow_bytes else "green")
-        ratio = "-" if row.ratio is None else f"{row.ratio:.1f}x"
-        table.add_row(_count(row.capture_size), row.policy.value, str(row.block_m), str(row.splitk),
-                      _count(row.sorted_size), _count(row.alloc_bytes), _count(row.memset_bytes),
-                      _count(row.scatter_rows), overflow, ratio)
+        table.add_row(fmt_count(row.capture_size), row.policy.value, str(row.block_m), str(row.splitk),
+                      fmt_count(row.sorted_size), fmt_count(row.alloc_bytes), fmt_count(row.memset_bytes),
+                      fmt_count(row.scatter_rows), overflow, fmt_ratio(row.ratio))
     return table
 
 
@@ -46,16 +66,29 @@ _VERDICT_STYLE = {"clean": "green", "oob-write": "red", "oob-read": "red", "unin
                   "mismatch": "yellow", "capture-error": "red bold", "crash": "red bold"}
 
 
-def _error(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return "inf" if value == float("inf") else f"{value:.1e}"
+class ResultCells(NamedTuple):
+    """The text of one result's cells that the terminal table and the reports share."""
+
+    policy: str
+    size: str
+    buffer: str  # the worst violation's buffer
+    alloc: str  # that buffer's bytes
+    outside: str  # the worst violation's extent: bytes from the edge through the farthest corrupted byte
+    ratio: str  # (alloc + outside) / alloc
+    error: str
+    replay: str
 
 
-def _micros(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
+def result_cells(r: CaseResult) -> ResultCells:
+    """One result's shared cells; `-` where it has no violation (or no measurement)."""
+    worst = r.worst
+    if worst is None:
+        buffer, alloc, outside, ratio = "-", "-", "-", "-"
+    else:
+        buffer, alloc, outside = worst.buffer, fmt_count(worst.buffer_bytes), fmt_count(worst.extent)
+        ratio = fmt_ratio((worst.buffer_bytes + worst.extent) / worst.buffer_bytes if worst.buffer_bytes else None)
+    return ResultCells(r.policy, fmt_count(r.capture_size), buffer, alloc, outside, ratio, fmt_error(r.max_rel_err),
+                       fmt_micros(r.replay_us))
 
 
 def run_table(results: Sequence[CaseResult], title: str | None = None) -> Table:
@@ -69,16 +102,10 @@ def run_table(results: Sequence[CaseResult], title: str | None = None) -> Table:
     for header in ("alloc\nbytes", "outside\nbytes", "ratio", "max rel\nerr", "replay\nus"):
         table.add_column(header, justify="right", no_wrap=True)
     for r in results:
-        worst = r.worst
+        c = result_cells(r)
         mark = Text("ok", style="green") if r.passed else Text("FAIL", style="red bold")
         verdict = Text(r.verdict, style=_VERDICT_STYLE.get(r.verdict, ""))
-        if worst is None:
-            buffer, alloc, outside, ratio = "-", "-", "-", "-"
-        else:
-            buffer, alloc, outside = worst.buffer, _count(worst.buffer_bytes), _count(worst.extent)
-            ratio = f"{(worst.buffer_bytes + worst.extent) / worst.buffer_bytes:.1f}x" if worst.buffer_bytes else "-"
-        table.add_row(r.policy, _count(r.capture_size), verdict, mark, buffer, alloc, outside, ratio,
-                      _error(r.max_rel_err), _micros(r.replay_us))
+        table.add_row(c.policy, c.size, verdict, mark, c.buffer, c.alloc, c.outside, c.ratio, c.error, c.replay)
     return table
 
 
@@ -92,6 +119,6 @@ def violation_table(result: CaseResult) -> Table:
     table.add_column("op")
     table.add_column("site")
     for v in result.violations:
-        table.add_row(v.buffer, v.side, _count(v.first_offset), _count(v.last_offset), _count(v.bytes),
-                      "-" if v.rows is None else _count(v.rows), v.op or "-", v.site)
+        table.add_row(v.buffer, v.side, fmt_count(v.first_offset), fmt_count(v.last_offset), fmt_count(v.bytes),
+                      fmt_count(v.rows), v.op or "-", v.site)
     return table
