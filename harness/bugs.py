@@ -33,8 +33,10 @@ from harness.scenario import (
     Verdict,
     bad_entry,
     file_schema,
+    load_scenarios,
     read_yaml,
     rule,
+    scenario_files,
 )
 from kernels.contracts import Policy
 
@@ -119,6 +121,12 @@ class Bug(_Frozen):
 def registry_path(directory: Path) -> Path:
     """Where the registry of a scenario folder lives."""
     return directory / REGISTRY_FILE
+
+
+def load_registry(directory: Path) -> tuple[dict[str, Scenario], dict[str, Bug]]:
+    """A scenario folder's scenarios, and its registry's bugs checked against them."""
+    scenarios = load_scenarios(scenario_files(directory))
+    return scenarios, load_bugs(registry_path(directory), scenarios)
 
 
 def load_bugs(path: Path, scenarios: Mapping[str, Scenario]) -> dict[str, Bug]:

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from harness.bugs import Reproduction, load_bugs, pick_bug, registry_path, registry_schema
+from harness.bugs import Reproduction, load_registry, pick_bug, registry_path, registry_schema
 from harness.cli_parts import add_scenario_dir, non_negative_int, print_failure, write_json
 from harness.errors import bad_value
 from harness.results import CaseResult
-from harness.scenario import find_scenario_dir, load_scenarios, scenario_file_schema, scenario_files
+from harness.scenario import find_scenario_dir, scenario_file_schema
 from reports.bugs_tables import bugs_table, reproduce_table, scenarios_table
 
 if TYPE_CHECKING:
@@ -27,9 +27,8 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
     from kernels._triton import device
 
     directory = args.scenario_dir or find_scenario_dir()
-    scenarios = load_scenarios(scenario_files(directory))
-    path = registry_path(directory)
-    bug = pick_bug(load_bugs(path, scenarios), args.bug, path)
+    scenarios, bugs = load_registry(directory)
+    bug = pick_bug(bugs, args.bug, registry_path(directory))
     if args.json is not None:
         write_json(args.json, {"bug": args.bug})  # a bad path fails now, before a minute of work
     dev = device()
@@ -56,9 +55,7 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
 
 def _list(args: argparse.Namespace, console: Console) -> int:
     """Print the scenarios (with their why) and the registered bugs."""
-    directory = args.scenario_dir or find_scenario_dir()
-    scenarios = load_scenarios(scenario_files(directory))
-    bugs = load_bugs(registry_path(directory), scenarios)
+    scenarios, bugs = load_registry(args.scenario_dir or find_scenario_dir())
     console.print(scenarios_table(scenarios))
     console.print(bugs_table(bugs))
     return 0

@@ -107,13 +107,14 @@ def run_plan(args: argparse.Namespace) -> Iterator[list[CaseResult]]:
     from kernels._triton import device
 
     dev = device()
-    plan = _plan(args, profile_of(dev))  # bad ids and flags fail here, before the caller writes anything
-    return _run_groups(args, plan, dev)
+    profile = profile_of(dev)
+    plan = _plan(args, profile)  # bad ids and flags fail here, before the caller writes anything
+    return _run_groups(args, plan, dev, profile)
 
 
 def _run_groups(args: argparse.Namespace, plan: list[tuple[str, Scenario, Policy, tuple[int, ...]]],
-                dev: Any) -> Iterator[list[CaseResult]]:
-    from harness.run import profile_of, resolve_cases, run_cases
+                dev: Any, profile: Profile) -> Iterator[list[CaseResult]]:
+    from harness.run import resolve_cases, run_cases
 
     replays = {} if args.replays is None else {"replays": args.replays}  # else run_cases' own default
     stderr = Console(stderr=True)
@@ -124,7 +125,7 @@ def _run_groups(args: argparse.Namespace, plan: list[tuple[str, Scenario, Policy
         task = progress.add_task("cases", total=sum(len(sizes) for *_, sizes in plan))
         for scenario_id, scenario, policy, sizes in plan:
             progress.update(task, description=f"{scenario_id} {policy.value} T={','.join(map(str, sizes))}")
-            cases = resolve_cases(scenario_id, scenario, policy, sizes, profile_of(dev), args.seed)
+            cases = resolve_cases(scenario_id, scenario, policy, sizes, profile, args.seed)
             try:
                 yield run_cases(cases, dev, budget=args.guard_budget, **replays)
             except GuardBudgetError as err:

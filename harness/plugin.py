@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from harness.bugs import load_bugs, registry_path
+from harness.bugs import load_registry, registry_path
 from harness.errors import BadInput
 from harness.ledger import Ledger, LedgerEntry, load_ledger
 from harness.results import CaseResult
@@ -33,7 +33,6 @@ from harness.scenario import (
     capture_sizes,
     find_scenario_dir,
     load_scenarios,
-    scenario_files,
 )
 from kernels.contracts import Policy
 
@@ -290,7 +289,7 @@ def _bugs(config: pytest.Config) -> dict[tuple[str, str, int], list[str]]:
         directory = find_scenario_dir()
         cached = {}
         if registry_path(directory).is_file():
-            for bug_id, bug in load_bugs(registry_path(directory), load_scenarios(scenario_files(directory))).items():
+            for bug_id, bug in load_registry(directory)[1].items():
                 for variant in (bug.buggy, bug.fixed):
                     cached.setdefault((variant.scenario, variant.policy.value, bug.size), []).append(bug_id)
         config._graph_harness_bugs = cached  # type: ignore[attr-defined]

@@ -46,19 +46,16 @@ def meets(verdict: Verdict, expected: Verdict, violations: tuple[Violation, ...]
             "mismatch": str(worst) if worst else "",
         }.get(verdict, "; ".join(outcome.notes))
         return False, f"expected {expected}, got {verdict}: {detail}".rstrip(": ")
-    if verdict == "oob-write" and expect_bytes is not None:
-        e = expect_bytes
-        hits = [v for v in violations if (v.buffer, v.side, v.extent) == (e.buffer, e.side, e.extent)]
-        if not hits:
-            found = "; ".join(_where(v) for v in violations[:2])
-            return False, f"oob-write detected but not the expected {e.buffer} {e.side} of {e.extent:,} B: {found}"
-        return True, f"detected as expected: {_where(hits[0])}"
     if verdict == "oob-write":
-        hits = [v for v in violations if v.side == "overflow" and v.extent == predicted_overflow]
+        # The scenario's named bytes, else the stage1 footprint's overflow in whichever buffer holds it.
+        buffer, side, extent = ((expect_bytes.buffer, expect_bytes.side, expect_bytes.extent) if expect_bytes
+                                else (None, "overflow", predicted_overflow))
+        hits = [v for v in violations if buffer in (None, v.buffer) and (v.side, v.extent) == (side, extent)]
         if not hits:
             found = "; ".join(_where(v) for v in violations[:2])
-            return False, f"oob-write detected but not the predicted {predicted_overflow:,} B overflow: {found}"
-        return True, f"detected as predicted: {_where(hits[0])}"
+            wanted = f"{buffer} {side} of {extent:,} B" if buffer else f"predicted {extent:,} B overflow"
+            return False, f"oob-write detected but not the expected {wanted}: {found}"
+        return True, f"detected as expected: {_where(hits[0])}"
     if verdict == "clean":
         return True, f"clean, {err}"
     return True, f"detected {verdict}: " + ("; ".join(outcome.notes) or err)
