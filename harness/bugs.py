@@ -6,7 +6,6 @@ must show, down to the byte: `reproduce` runs both and `judge` compares what was
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +26,11 @@ from harness.errors import bad_value, display_path, show
 from harness.guard import Violation
 from harness.results import CaseResult
 from harness.scenario import (
-    ID_PATTERN,
     REGISTRY_FILE,
     Scenario,
     Verdict,
     bad_entry,
+    check_id,
     file_schema,
     load_scenarios,
     read_yaml,
@@ -136,8 +135,7 @@ def load_bugs(path: Path, scenarios: Mapping[str, Scenario]) -> dict[str, Bug]:
         raise bad_value(shown, "", "no such file", "a bug registry YAML file")
     found: dict[str, Bug] = {}
     for key, body in read_yaml(path, "a mapping of bug id to bug").items():
-        if not isinstance(key, str) or not re.fullmatch(ID_PATTERN, key):
-            raise bad_value(shown, "bug id", show(key), "lowercase letters, digits, '.', '_', '-'")
+        check_id(shown, key, "bug id")
         try:
             found[key] = Bug.model_validate(body, context={"scenarios": scenarios})
         except ValidationError as err:

@@ -466,14 +466,19 @@ def bad_entry(where: str, error: ValidationError, root: type[BaseModel] | None =
     return bad_value(where, _field_path(loc), got, _allowed(err, root or Scenario))
 
 
+def check_id(where: str, key: object, noun: str) -> None:
+    """A YAML key that names a scenario or a bug: lowercase letters, digits, '.', '_', '-'."""
+    if not isinstance(key, str) or not _ID.match(key):
+        raise bad_value(where, noun, show(key), "lowercase letters, digits, '.', '_', '-'")
+
+
 def load_scenarios(paths: Sequence[Path]) -> dict[str, Scenario]:
     """Every scenario of the given files, keyed by id in sorted order; ids must be unique across files."""
     found: dict[str, Scenario] = {}
     for path in paths:
         shown = display_path(path)
         for key, body in read_yaml(path).items():
-            if not isinstance(key, str) or not _ID.match(key):
-                raise bad_value(shown, "scenario id", show(key), "lowercase letters, digits, '.', '_', '-'")
+            check_id(shown, key, "scenario id")
             if key in found:
                 first = found[key].source
                 raise bad_value(f"{shown}: {key}", "scenario id", "a duplicate", "ids unique across files",
