@@ -26,8 +26,9 @@ from reports.baseline import (
 )
 from reports.frame import csv_text, frame_results, parquet_bytes, read_csv, read_parquet, results_frame
 from reports.html import report_html
-from reports.markdown import headline, report_markdown
+from reports.markdown import report_markdown
 from reports.plots import latency_plot, verdict_heatmap
+from reports.summary import headline
 
 if TYPE_CHECKING:
     from harness.cli import Subparsers
@@ -171,13 +172,13 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     summary = summarize(results)
     diff = compare(results, baseline, args.latency_threshold) if baseline is not None else None
     generated = datetime.now(timezone.utc)
-    figures = [verdict_heatmap(results), latency_plot(results)]
-    for (_, name), png in zip(FIGURES, figures, strict=True):
+    pngs = (verdict_heatmap(results), latency_plot(results))
+    figures = [(caption, name, png) for (caption, name), png in zip(FIGURES, pngs, strict=True)]
+    for _, name, png in figures:
         _write(args.out / name, png)
     _write(args.out / "report.md", report_markdown(results, summary, diff, generated, images=FIGURES))
     _write(args.out / "report.html", report_html(results, summary, diff, generated,
-                                                 images=[(caption, png) for (caption, _), png in
-                                                         zip(FIGURES, figures, strict=True)]))
+                                                 images=[(caption, png) for caption, _, png in figures]))
     if diff is not None:
         if diff.new_failures or diff.fixed or diff.latency_regressions:
             console.print(diff_table(diff))

@@ -88,15 +88,14 @@ class CaseResult:
     def from_record(cls, record: object) -> CaseResult:
         """The result a `record()` object describes; ValueError names a missing or mistyped field."""
         obj = _mapping(record, "record")
+        # Kept though each reader below names a missing field too: this names every missing one at once, so a
+        # truncated or hand-edited record is mended in one pass; the readers still catch those of env and violations.
         missing = [f.name for f in fields(cls) if f.name not in obj]
         if missing:
             raise ValueError(f"missing field{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
-        violations = obj["violations"]
-        notes = obj["notes"]
+        violations = _get(obj, "violations")
         if not isinstance(violations, list | tuple):
             raise ValueError(f"violations: got {type(violations).__name__}; allowed: a list of objects")
-        if not isinstance(notes, list | tuple) or not all(isinstance(n, str) for n in notes):
-            raise ValueError("notes: allowed: a list of strings")
         return cls(
             scenario=_str(obj, "scenario"), policy=_str(obj, "policy"), capture_size=_int(obj, "capture_size"),
             seed=_int(obj, "seed"), block_m=_int(obj, "block_m"), splitk=_int(obj, "splitk"),
@@ -106,7 +105,7 @@ class CaseResult:
             max_rel_err=_opt_float(obj, "max_rel_err"), tolerance=_float(obj, "tolerance"),
             eager_us=_opt_float(obj, "eager_us"), replay_us=_opt_float(obj, "replay_us"),
             predicted_overflow_bytes=_int(obj, "predicted_overflow_bytes"), error=_opt_str(obj, "error"),
-            notes=tuple(notes), env=Environment.from_record(obj["env"]))
+            notes=_str_list(obj, "notes"), env=Environment.from_record(_get(obj, "env")))
 
 
 # Readers of one field of a JSON object (a `record()` read back): each checks the type it needs, so a
@@ -118,7 +117,7 @@ def _mapping(value: object, where: str) -> Mapping[str, Any]:
     return cast(Mapping[str, Any], value)
 
 
-def _get(obj: Mapping[str, Any], name: str, prefix: str) -> Any:
+def _get(obj: Mapping[str, Any], name: str, prefix: str = "") -> Any:
     if name not in obj:
         raise ValueError(f"missing field {prefix}{name}")
     return obj[name]
@@ -139,6 +138,16 @@ def _opt_str(obj: Mapping[str, Any], name: str, prefix: str = "") -> str | None:
     return None if _get(obj, name, prefix) is None else _str(obj, name, prefix)
 
 
+def _str_list(obj: Mapping[str, Any], name: str, prefix: str = "") -> tuple[str, ...]:
+    value = _get(obj, name, prefix)
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{prefix}{name}: allowed: a list of strings")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise _wrong(f"{name}[{i}]", prefix, item, "a string")
+    return tuple(value)
+
+
 def _int(obj: Mapping[str, Any], name: str, prefix: str = "") -> int:
     value = _get(obj, name, prefix)
     if isinstance(value, bool) or not isinstance(value, int):
@@ -146,28 +155,32 @@ def _int(obj: Mapping[str, Any], name: str, prefix: str = "") -> int:
     return value
 
 
-def _bool(obj: Mapping[str, Any], name: str) -> bool:
-    value = _get(obj, name, "")
+def _opt_int(obj: Mapping[str, Any], name: str, prefix: str = "") -> int | None:
+    return None if _get(obj, name, prefix) is None else _int(obj, name, prefix)
+
+
+def _bool(obj: Mapping[str, Any], name: str, prefix: str = "") -> bool:
+    value = _get(obj, name, prefix)
     if not isinstance(value, bool):
-        raise _wrong(name, "", value, "true or false")
+        raise _wrong(name, prefix, value, "true or false")
     return value
 
 
-def _float(obj: Mapping[str, Any], name: str) -> float:
-    value = _get(obj, name, "")
+def _float(obj: Mapping[str, Any], name: str, prefix: str = "") -> float:
+    value = _get(obj, name, prefix)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _wrong(name, "", value, "a number")
+        raise _wrong(name, prefix, value, "a number")
     return float(value)
 
 
-def _opt_float(obj: Mapping[str, Any], name: str) -> float | None:
-    return None if _get(obj, name, "") is None else _float(obj, name)
+def _opt_float(obj: Mapping[str, Any], name: str, prefix: str = "") -> float | None:
+    return None if _get(obj, name, prefix) is None else _float(obj, name, prefix)
 
 
-def _verdict(obj: Mapping[str, Any], name: str) -> Verdict:
-    value = _str(obj, name)
+def _verdict(obj: Mapping[str, Any], name: str, prefix: str = "") -> Verdict:
+    value = _str(obj, name, prefix)
     if value not in VERDICTS:
-        raise _wrong(name, "", value, ", ".join(VERDICTS))
+        raise _wrong(name, prefix, value, ", ".join(VERDICTS))
     return value
 
 
@@ -176,17 +189,12 @@ def _violation(record: object, prefix: str) -> Violation:
     side = _str(obj, "side", prefix)
     if side not in get_args(Side):
         raise _wrong("side", prefix, side, ", ".join(get_args(Side)))
-    rows = _get(obj, "rows", prefix)
-    op = _get(obj, "op", prefix)
-    phases = _get(obj, "phases", prefix)
-    if not isinstance(phases, list | tuple) or not all(isinstance(p, str) for p in phases):
-        raise _wrong("phases", prefix, phases, "a list of strings")
     return Violation(
         buffer=_str(obj, "buffer", prefix), site=_str(obj, "site", prefix), side=cast(Side, side),
         first_offset=_int(obj, "first_offset", prefix), last_offset=_int(obj, "last_offset", prefix),
-        bytes=_int(obj, "bytes", prefix), rows=None if rows is None else _int(obj, "rows", prefix),
-        buffer_bytes=_int(obj, "buffer_bytes", prefix), op=None if op is None else _str(obj, "op", prefix),
-        phases=tuple(phases))
+        bytes=_int(obj, "bytes", prefix), rows=_opt_int(obj, "rows", prefix),
+        buffer_bytes=_int(obj, "buffer_bytes", prefix), op=_opt_str(obj, "op", prefix),
+        phases=_str_list(obj, "phases", prefix))
 
 
 @functools.cache

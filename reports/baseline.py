@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from rich.table import Table
 from rich.text import Text
@@ -168,28 +169,33 @@ def _outcome(verdict: str | None, passed: bool | None) -> str:
     return f"{verdict} {'ok' if passed else 'FAIL'}"
 
 
-def change_label(change: CaseChange, diff: BaselineDiff) -> str:
-    """`detection regression`, `new failure` or `fixed`: the strongest thing a change is."""
-    if change in diff.detection_regressions:
-        return "detection regression"
-    return "new failure" if change in diff.new_failures else "fixed"
+# What a row of `diff_rows` is, strongest first; the HTML class and console style of each live with their format.
+ChangeKind = Literal["detection regression", "new failure", "fixed", "latency"]
+DiffRow = tuple[ChangeKind, tuple[str, str, str, str, str, str]]  # (kind, cells under DIFF_HEADERS)
 
 
-def diff_rows(diff: BaselineDiff) -> list[tuple[str, str, str, str, str, str]]:
-    """(change, scenario, policy, T, baseline, now) per change: regressions first, then fixes, then latency."""
-    rows = []
-    for change in (*diff.new_failures, *diff.fixed):
-        rows.append((change_label(change, diff), change.scenario, change.policy, f"{change.capture_size:,}",
-                     _outcome(change.before, change.before_passed), _outcome(change.after, change.after_passed)))
-    rows.sort(key=lambda row: ("detection regression", "new failure", "fixed").index(row[0]))
+def _change_cells(label: str, change: CaseChange) -> tuple[str, str, str, str, str, str]:
+    return (label, change.scenario, change.policy, f"{change.capture_size:,}",
+            _outcome(change.before, change.before_passed), _outcome(change.after, change.after_passed))
+
+
+def diff_rows(diff: BaselineDiff) -> list[DiffRow]:
+    """(kind, (change, scenario, policy, T, baseline, now)) per change: detection regressions, other new failures,
+    fixes, then latency; a detection regression, also a new failure, is listed once, as the stronger."""
+    detected = set(diff.detection_regressions)
+    rows: list[DiffRow] = [("detection regression", _change_cells("detection regression", c))
+                           for c in diff.new_failures if c in detected]
+    rows += [("new failure", _change_cells("new failure", c)) for c in diff.new_failures if c not in detected]
+    rows += [("fixed", _change_cells("fixed", c)) for c in diff.fixed]
     for moved in diff.latency_regressions:
         split = f"splitk {moved.splitk}" if moved.splitk > 1 else "ksplit 1"
-        rows.append((f"latency ({split})", moved.scenario, moved.policy, f"{moved.capture_size:,}",
-                     f"{moved.before_us:,.1f} us", f"{moved.after_us:,.1f} us ({moved.percent:+.1f}%)"))
+        rows.append(("latency", (f"latency ({split})", moved.scenario, moved.policy, f"{moved.capture_size:,}",
+                                 f"{moved.before_us:,.1f} us", f"{moved.after_us:,.1f} us ({moved.percent:+.1f}%)")))
     return rows
 
 
-_STYLE = {"detection regression": "red bold", "new failure": "red", "fixed": "green"}
+_STYLE: dict[ChangeKind, str] = {"detection regression": "red bold", "new failure": "red", "fixed": "green",
+                                 "latency": "yellow"}
 
 
 def diff_table(diff: BaselineDiff) -> Table:
@@ -200,8 +206,8 @@ def diff_table(diff: BaselineDiff) -> Table:
     table.add_column("T", justify="right")
     table.add_column("baseline", no_wrap=True)
     table.add_column("now", no_wrap=True)
-    for label, *rest in diff_rows(diff):
-        table.add_row(Text(label, style=_STYLE.get(label, "yellow")), *rest)
+    for kind, (label, *rest) in diff_rows(diff):
+        table.add_row(Text(label, style=_STYLE[kind]), *rest)
     return table
 
 

@@ -18,8 +18,12 @@ from pyarrow.lib import ArrowException  # type: ignore[import-untyped,unused-ign
 from harness.results import CaseResult, Environment
 
 ENV_COLUMNS: tuple[str, ...] = tuple(f"env_{f.name}" for f in fields(Environment))
-# Column -> dtype. Violations and notes are JSON text, so that a CSV row holds a whole case as a
-# parquet row does; `outside_bytes` is derived (the sum over violations) for filtering, and ignored on read.
+# Columns of CaseResult properties, not fields (`outside_bytes`: the sum over violations), there for filtering:
+# written from the property, neither required nor read back.
+DERIVED: tuple[str, ...] = ("outside_bytes",)
+# Column -> dtype: the timestamp, every CaseResult field but env, the DERIVED columns, and ENV_COLUMNS
+# (tests/test_report.py checks that none is left out). Violations and notes are JSON text, so that a CSV row holds
+# a whole case as a parquet row does.
 COLUMNS: dict[str, str] = {
     "timestamp": "datetime64[us, UTC]", "scenario": "string", "policy": "string", "capture_size": "int64",
     "seed": "int64", "block_m": "int64", "splitk": "int64", "backend": "string", "verdict": "string",
@@ -39,7 +43,7 @@ def results_frame(results: Sequence[CaseResult], timestamps: Sequence[datetime])
         env = record.pop("env")
         record["violations"] = json.dumps(record["violations"])
         record["notes"] = json.dumps(record["notes"])
-        rows.append({"timestamp": stamp, **record, "outside_bytes": result.outside_bytes,
+        rows.append({"timestamp": stamp, **record, **{name: getattr(result, name) for name in DERIVED},
                      **{f"env_{k}": v for k, v in env.items()}})
     columns = {name: pd.Series([row[name] for row in rows], dtype=dtype) for name, dtype in COLUMNS.items()}
     return pd.DataFrame(columns)
@@ -47,12 +51,12 @@ def results_frame(results: Sequence[CaseResult], timestamps: Sequence[datetime])
 
 def frame_results(frame: pd.DataFrame) -> list[CaseResult]:
     """The results a frame holds; ValueError names a missing column or the first bad row."""
-    missing = [c for c in COLUMNS if c not in frame.columns and c != "outside_bytes"]
+    missing = [c for c in COLUMNS if c not in frame.columns and c not in DERIVED]
     if missing:
         raise ValueError(f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
     results = []
     for index, row in enumerate(frame.to_dict("records")):
-        record = {k: _plain(row[k]) for k in COLUMNS if k not in ("timestamp", "outside_bytes")}
+        record = {k: _plain(row[k]) for k in COLUMNS if k != "timestamp" and k not in DERIVED}
         try:
             record["violations"] = json.loads(record["violations"] or "[]")
             record["notes"] = json.loads(record["notes"] or "[]")

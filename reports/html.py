@@ -8,8 +8,16 @@ from datetime import datetime
 from html import escape
 
 from harness.results import CaseResult
-from reports.baseline import BaselineDiff, Summary, diff_headline, diff_rows, job_failed, repro_command
-from reports.markdown import DIFF_HEADERS, RESULT_HEADERS, headline, result_rows, summary_lines
+from reports.baseline import (
+    BaselineDiff,
+    ChangeKind,
+    Summary,
+    diff_headline,
+    diff_rows,
+    job_failed,
+    repro_command,
+)
+from reports.summary import DIFF_HEADERS, RESULT_HEADERS, headline, result_rows, summary_lines
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -38,6 +46,9 @@ window.addEventListener("load", function () {
   document.body.setAttribute("data-images-rendered", String(shown));
 });
 """
+# The CSS class of a baseline change's first cell.
+_CHANGE_CLASS: dict[ChangeKind, str] = {"detection regression": "regression", "new failure": "regression",
+                                        "fixed": "fixed", "latency": "latency"}
 
 
 def _row(cells: Sequence[str], tag: str = "td", classes: Sequence[str] = ()) -> str:
@@ -71,9 +82,9 @@ def report_html(results: Sequence[CaseResult], summary: Summary, diff: BaselineD
                summary_lines(summary, diff, generated))
     out += ["</dl>", "</section>"]
     if diff is not None:
-        rows = diff_rows(diff)
-        classes = [("fixed" if r[0] == "fixed" else "latency" if r[0].startswith("latency") else "regression",)
-                   for r in rows]
+        changes = diff_rows(diff)
+        rows = [cells for _, cells in changes]
+        classes = [(_CHANGE_CLASS[kind],) for kind, _ in changes]
         out += ['<section id="baseline">', "<h2>Against the baseline</h2>", f"<p>{escape(diff_headline(diff))}</p>",
                 _table(DIFF_HEADERS, rows, classes) if rows else "<p>No change.</p>", "</section>"]
     if summary.failures:

@@ -1,4 +1,4 @@
-"""report.md, and the summary and result rows that the HTML report shows too; builders are pure."""
+"""report.md; the builder is pure."""
 
 from __future__ import annotations
 
@@ -6,48 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from harness.results import CaseResult
-from reports.baseline import BaselineDiff, Summary, diff_headline, diff_rows, job_failed, plural, repro_command
-from reports.tables import result_cells
-
-RESULT_HEADERS: tuple[str, ...] = ("policy", "T", "splitk", "verdict", "expected", "pass", "buffer", "outside bytes",
-                                   "max rel err", "replay us")
-DIFF_HEADERS: tuple[str, ...] = ("change", "scenario", "policy", "T", "baseline", "now")
-
-
-def headline(summary: Summary, diff: BaselineDiff | None) -> str:
-    """`PASS` or `FAIL` and why, in one line: the first thing a report says."""
-    status = "FAIL" if job_failed(summary, diff) else "PASS"
-    counts = f"{summary.failed} of {plural(summary.cases, 'case')} failed its scenario's expectation"
-    if diff is None:
-        return f"{status}: {counts}; no baseline"
-    return (f"{status}: {counts}; against the baseline {plural(len(diff.new_failures), 'new failure')}, "
-            f"{plural(len(diff.detection_regressions), 'detection regression')}")
-
-
-def summary_lines(summary: Summary, diff: BaselineDiff | None, generated: datetime) -> list[tuple[str, str]]:
-    """(label, text) lines of the summary: counts, verdicts, coverage, environments, the baseline's headline."""
-    lines = [
-        ("generated", generated.isoformat(timespec="seconds")),
-        ("cases", f"{summary.cases}: {summary.passed} passed, {summary.failed} failed"),
-        ("verdicts", ", ".join(f"{v} {n}" for v, n in summary.verdicts) or "-"),
-        ("scenarios", f"{len(summary.scenarios)}: {', '.join(summary.scenarios)}" if summary.scenarios else "0"),
-        ("policies", ", ".join(summary.policies) or "-"),
-    ]
-    for env in summary.environments:
-        lines.append(("environment", f"{env.device}; {env.driver}; torch {env.torch}; triton {env.triton}; "
-                                     f"python {env.python}; commit {env.commit}"))
-    lines.append(("baseline", "none given" if diff is None else diff_headline(diff)))
-    return lines
-
-
-def result_rows(results: Sequence[CaseResult]) -> list[tuple[str, ...]]:
-    """One row per case of one scenario, under RESULT_HEADERS."""
-    rows: list[tuple[str, ...]] = []
-    for r in results:
-        c = result_cells(r)
-        rows.append((c.policy, c.size, str(r.splitk), r.verdict, r.expected, "ok" if r.passed else "FAIL", c.buffer,
-                     c.outside, c.error, c.replay))
-    return rows
+from reports.baseline import BaselineDiff, Summary, diff_headline, diff_rows, repro_command
+from reports.summary import DIFF_HEADERS, RESULT_HEADERS, headline, result_rows, summary_lines
 
 
 def _cell(text: str) -> str:
@@ -67,7 +27,7 @@ def report_markdown(results: Sequence[CaseResult], summary: Summary, diff: Basel
     out.extend(f"- {label}: {text}" for label, text in summary_lines(summary, diff, generated))
     if diff is not None:
         out += ["", "## Against the baseline", "", diff_headline(diff), ""]
-        rows = diff_rows(diff)
+        rows = [cells for _, cells in diff_rows(diff)]
         out.extend(_table(DIFF_HEADERS, rows) if rows else ["No change."])
     if summary.failures:
         out += ["", "## Failures", ""]

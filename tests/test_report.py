@@ -20,7 +20,17 @@ from harness.cli import main
 from harness.guard import GuardBudgetError, Violation
 from harness.results import CaseResult, Environment
 from reports.baseline import compare, diff_headline, diff_table, summarize
-from reports.frame import COLUMNS, csv_text, frame_results, parquet_bytes, read_csv, read_parquet, results_frame
+from reports.frame import (
+    COLUMNS,
+    DERIVED,
+    ENV_COLUMNS,
+    csv_text,
+    frame_results,
+    parquet_bytes,
+    read_csv,
+    read_parquet,
+    results_frame,
+)
 from reports.html import report_html
 from reports.markdown import report_markdown
 from reports.plots import latency_plot, verdict_heatmap
@@ -103,6 +113,17 @@ def test_from_record_names_the_bad_field(edit, message: str) -> None:
         CaseResult.from_record(record)
 
 
+def test_from_record_names_the_bad_item_of_a_string_list() -> None:
+    record = case().record()
+    record["violations"][0]["phases"] = ["eager", 3]
+    with pytest.raises(ValueError, match=re.escape("violations[0].phases[1]: got 3; allowed: a string")):
+        CaseResult.from_record(record)
+    record = case().record()
+    record["notes"] = [None]
+    with pytest.raises(ValueError, match=re.escape("notes[0]: got None; allowed: a string")):
+        CaseResult.from_record(record)
+
+
 # The tidy frame
 
 
@@ -118,6 +139,13 @@ def test_frame_is_one_row_per_case_with_environment_and_timestamp() -> None:
     assert row["timestamp"] == pd.Timestamp("2025-03-04T05:06:07Z")
     assert json.loads(row["violations"])[0]["bytes"] == 1_966_080
     assert frame["passed"].sum() == 15
+
+
+def test_frame_columns_are_every_result_field() -> None:
+    # A CaseResult field added without a column would be dropped by the frame, and fail to read back.
+    result_fields = {f.name for f in dataclasses.fields(CaseResult)} - {"env"}
+    assert set(COLUMNS) == {"timestamp", *result_fields, *DERIVED, *ENV_COLUMNS}
+    assert all(isinstance(getattr(CaseResult, name), property) for name in DERIVED)
 
 
 def test_frame_round_trips_through_parquet_and_csv() -> None:

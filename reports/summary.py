@@ -1,0 +1,50 @@
+"""What every report format says the same way: the headline, the summary lines, and the rows of its tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from harness.results import CaseResult
+from reports.baseline import BaselineDiff, Summary, diff_headline, job_failed, plural
+from reports.tables import result_cells
+
+RESULT_HEADERS: tuple[str, ...] = ("policy", "T", "splitk", "verdict", "expected", "pass", "buffer", "outside bytes",
+                                   "max rel err", "replay us")
+DIFF_HEADERS: tuple[str, ...] = ("change", "scenario", "policy", "T", "baseline", "now")  # the cells of diff_rows
+
+
+def headline(summary: Summary, diff: BaselineDiff | None) -> str:
+    """`PASS` or `FAIL` and why, in one line: the first thing a report says."""
+    status = "FAIL" if job_failed(summary, diff) else "PASS"
+    counts = f"{summary.failed} of {plural(summary.cases, 'case')} failed its scenario's expectation"
+    if diff is None:
+        return f"{status}: {counts}; no baseline"
+    return (f"{status}: {counts}; against the baseline {plural(len(diff.new_failures), 'new failure')}, "
+            f"{plural(len(diff.detection_regressions), 'detection regression')}")
+
+
+def summary_lines(summary: Summary, diff: BaselineDiff | None, generated: datetime) -> list[tuple[str, str]]:
+    """(label, text) lines of the summary: counts, verdicts, coverage, environments, the baseline's headline."""
+    lines = [
+        ("generated", generated.isoformat(timespec="seconds")),
+        ("cases", f"{summary.cases}: {summary.passed} passed, {summary.failed} failed"),
+        ("verdicts", ", ".join(f"{v} {n}" for v, n in summary.verdicts) or "-"),
+        ("scenarios", f"{len(summary.scenarios)}: {', '.join(summary.scenarios)}" if summary.scenarios else "0"),
+        ("policies", ", ".join(summary.policies) or "-"),
+    ]
+    for env in summary.environments:
+        lines.append(("environment", f"{env.device}; {env.driver}; torch {env.torch}; triton {env.triton}; "
+                                     f"python {env.python}; commit {env.commit}"))
+    lines.append(("baseline", "none given" if diff is None else diff_headline(diff)))
+    return lines
+
+
+def result_rows(results: Sequence[CaseResult]) -> list[tuple[str, ...]]:
+    """One row per case of one scenario, under RESULT_HEADERS."""
+    rows: list[tuple[str, ...]] = []
+    for r in results:
+        c = result_cells(r)
+        rows.append((c.policy, c.size, str(r.splitk), r.verdict, r.expected, "ok" if r.passed else "FAIL", c.buffer,
+                     c.outside, c.error, c.replay))
+    return rows
