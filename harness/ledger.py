@@ -7,19 +7,34 @@ process: it runs in a child process, so a segfault cannot take a worker down.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StringConstraints, ValidationError
 
-from harness.errors import BadInput, display_path, one_line
-from harness.scenario import load_scenarios, scenario_files
+from harness.errors import bad_value, display_path, show
+from harness.scenario import Count, bad_entry, load_scenarios, read_yaml, rule, scenario_files
 from kernels.contracts import Policy
 
 # A URL, or owner/repo#N: somewhere a reader can see why the failure is known.
-_CITE = r"^(https?://\S+|[\w.-]+/[\w.-]+#\d+)$"
+_CITE = re.compile(r"^(https?://\S+|[\w.-]+/[\w.-]+#\d+)$")
+
+
+def _all_or_list(value: object) -> object:
+    """`all` (kept as None) or a list of capture sizes."""
+    if value == "all":
+        return None
+    if isinstance(value, list):
+        return value
+    raise rule("list of integers >= 1, or all")
+
+
+def _cited(text: str) -> str:
+    if not _CITE.match(text):
+        raise rule("a URL or owner/repo#N")
+    return text
 
 
 class LedgerEntry(BaseModel):
@@ -29,14 +44,14 @@ class LedgerEntry(BaseModel):
 
     scenario: str
     policy: Policy
-    sizes: list[Annotated[int, Field(ge=1)]] | Literal["all"] = "all"
+    sizes: Annotated[tuple[Count, ...] | None, BeforeValidator(_all_or_list)] = None  # None: all
     status: Literal["tolerated", "quarantined"]
-    cites: Annotated[str, StringConstraints(pattern=_CITE)]
+    cites: Annotated[str, AfterValidator(_cited)]
     why: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
     def covers(self, scenario: str, policy: str, tokens: int) -> bool:
         return (self.scenario == scenario and self.policy.value == policy
-                and (self.sizes == "all" or tokens in self.sizes))
+                and (self.sizes is None or tokens in self.sizes))
 
 
 class _File(BaseModel):
@@ -61,21 +76,15 @@ def load_ledger(path: Path) -> Ledger:
         return Ledger()
     where = display_path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        parsed = _File.model_validate(data)
-    except yaml.YAMLError as err:
-        raise BadInput(one_line(f"{where}: not valid YAML: {err}")) from None
+        parsed = _File.model_validate(read_yaml(path, "a mapping with an entries list"))
     except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        allowed = ("a URL or owner/repo#N" if field.endswith("cites")
-                   else "tolerated, quarantined" if field.endswith("status") else first["msg"])
-        raise BadInput(one_line(f"{where}: {field}: got {first.get('input')!r}; allowed: {allowed}")) from None
+        raise bad_entry(where, err, _File) from None
     known = load_scenarios(scenario_files(path.parent))
     for i, entry in enumerate(parsed.entries):
         if entry.scenario not in known:
-            raise BadInput(f"{where}: entries.{i}.scenario: got {entry.scenario!r}; allowed: {', '.join(known)}")
+            raise bad_value(where, f"entries[{i}].scenario", show(entry.scenario), ", ".join(known))
         if entry.policy not in known[entry.scenario].policies:
             allowed = ", ".join(p.value for p in known[entry.scenario].policies)
-            raise BadInput(f"{where}: entries.{i}.policy: got {entry.policy.value!r}; allowed: {allowed}")
+            raise bad_value(where, f"entries[{i}].policy", show(entry.policy.value), allowed,
+                            f"the policies of {entry.scenario}")
     return Ledger(tuple(parsed.entries))

@@ -244,8 +244,9 @@ class CaseItem(pytest.Item):
         return str(super().repr_failure(excinfo))
 
     def repro(self) -> str:
-        return (f"repro: graph-harness run {self.scenario_id} --policy {self.policy.value} --sizes {self.tokens} "
-                f"--seed {self.scenario.seed}")
+        from reports.baseline import run_command
+
+        return f"repro: {run_command(self.scenario_id, self.policy.value, self.tokens, self.scenario.seed)}"
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"{self.scenario_id} {self.policy.value} T={self.tokens}"

@@ -414,11 +414,11 @@ def _choices(expected: str) -> str:
 
 
 def _field_names(loc: tuple[int | str, ...], root: type[BaseModel]) -> str:
-    """Fields allowed at a location: walk the root's nested models, dicts of models and dataclasses."""
+    """Fields allowed at a location: walk the root's nested models, dicts and lists of models, and dataclasses."""
     owner: Any = root
     for part in loc:  # Scenario -> ModelDims / Contract, or expect_bytes -> (policy key) -> ExpectBytes
-        if get_origin(owner) is dict:
-            owner = get_args(owner)[1]
+        if get_origin(owner) in (dict, list):
+            owner = get_args(owner)[-1]
             continue
         owner = owner.model_fields[part].annotation
     if issubclass(owner, BaseModel):

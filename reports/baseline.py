@@ -23,10 +23,14 @@ def case_key(result: CaseResult) -> Key:
     return result.scenario, result.policy, result.capture_size
 
 
+def run_command(scenario: str, policy: str, size: int, seed: int) -> str:
+    """The one command that reruns a case."""
+    return f"graph-harness run {scenario} --policy {policy} --sizes {size} --seed {seed}"
+
+
 def repro_command(result: CaseResult) -> str:
-    """The one command that reruns this case."""
-    return (f"graph-harness run {result.scenario} --policy {result.policy} --sizes {result.capture_size} "
-            f"--seed {result.seed}")
+    """The one command that reruns this result's case."""
+    return run_command(result.scenario, result.policy, result.capture_size, result.seed)
 
 
 @dataclass(frozen=True)

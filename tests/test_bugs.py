@@ -130,6 +130,9 @@ BAD_BUGS = [  # (id, bug body, the whole message)
      "sc/bugs.yaml: b1: fixed.allocated: got 5; allowed: no byte figures with verdict clean"),
     ("written-not-above-allocated", _bug(buggy=_buggy(written=131072)),
      "sc/bugs.yaml: b1: buggy.written: got 131072; allowed: integer > allocated (131,072)"),
+    ("bytes-disagree-with-the-footprint", _bug(buggy=_buggy(written=2097160)),
+     "sc/bugs.yaml: b1: buggy.written: got allocated 131072, written 2097160; allowed: allocated 131,072, "
+     "written 2,097,152, the footprint of s1 original at T=1"),
     ("size-not-captured", _bug(size=2), "sc/bugs.yaml: b1: size: got 2; allowed: a capture size of s1 (1)"),
     ("zero-bytes", _bug(buggy=_buggy(allocated=0)),
      "sc/bugs.yaml: b1: buggy.allocated: got 0; allowed: integer >= 1"),

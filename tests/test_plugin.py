@@ -135,11 +135,19 @@ entries:
 
 @pytest.mark.parametrize(("body", "message"), [
     ("entries:\n  - {scenario: tiny-split, policy: original, status: tolerated, cites: soon, why: x}\n",
-     "scenarios/ledger.yaml: entries.0.cites: got 'soon'; allowed: a URL or owner/repo#N"),
+     "scenarios/ledger.yaml: entries[0].cites: got 'soon'; allowed: a URL or owner/repo#N"),
     ("entries:\n  - {scenario: nope, policy: original, status: tolerated, cites: a/b#1, why: x}\n",
-     "scenarios/ledger.yaml: entries.0.scenario: got 'nope'; allowed: tiny-split"),
+     "scenarios/ledger.yaml: entries[0].scenario: got 'nope'; allowed: tiny-split"),
     ("entries:\n  - {scenario: tiny-split, policy: original, status: ignored, cites: a/b#1, why: x}\n",
-     "scenarios/ledger.yaml: entries.0.status: got 'ignored'; allowed: tolerated, quarantined"),
+     "scenarios/ledger.yaml: entries[0].status: got 'ignored'; allowed: tolerated, quarantined"),
+    ("entries:\n  - {scenario: tiny-split, policy: original, sizes: [0], status: tolerated, cites: a/b#1, why: x}\n",
+     "scenarios/ledger.yaml: entries[0].sizes[0]: got 0; allowed: integer >= 1"),
+    ("entries:\n  - {scenario: tiny-split, policy: original, sizes: 1, status: tolerated, cites: a/b#1, why: x}\n",
+     "scenarios/ledger.yaml: entries[0].sizes: got 1; allowed: list of integers >= 1, or all"),
+    ("entries:\n  - {scenario: tiny-split, policy: original, status: tolerated, cites: a/b#1, why: x, by: me}\n",
+     "scenarios/ledger.yaml: entries[0].by: got unknown field; allowed: scenario, policy, sizes, status, cites, why"),
+    ("entries: {scenario: tiny-split}\n", "scenarios/ledger.yaml: entries: got {'scenario': 'tiny-split'}; "
+     "allowed: list"),
 ])
 def test_a_bad_ledger_is_one_line(tiny: pytest.Pytester, body: str, message: str) -> None:
     _ledger(tiny, body)
