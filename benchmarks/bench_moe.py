@@ -1,6 +1,6 @@
 """Time split-K MoE stage1 and the whole layer by CUDA-graph replay, against read bandwidth.
 
-    python benchmarks/bench_moe.py [--tokens 1 2 4 8] [--json FILE] [--sweep]
+    python benchmarks/bench_moe.py [--tokens 1 2 4 8] [--json FILE] [--sweep] [--kernel-only]
 
 Shape: DeepSeek-V3 TP8 decode (K=7168, N=256, E=257, topk=9). Each graph replays ROTATE
 input sets with their own routing, so the ~33 MB of fp8 weights a call reads are not
@@ -87,8 +87,8 @@ def stage1_bytes(inputs, quant):
     return w + scales + inputs.hidden.numel() * elem
 
 
-def stage1_calls(sets, tokens, quant, splitk, config=None):
-    """One closure per input set: [memset +] stage1 [+ activation] as the wrapper runs it."""
+def stage1_calls(sets, tokens, quant, splitk, config=None, memset=True):
+    """One closure per input set: [memset +] stage1 as the wrapper runs it (memset=False: the kernel alone)."""
     calls = []
     rows = sorted_size(tokens, TOPK, EXPERTS, BLOCK_M)
     for x in sets:
@@ -105,7 +105,7 @@ def stage1_calls(sets, tokens, quant, splitk, config=None):
                 out = torch.empty(tokens, TOPK, INTER, dtype=x.hidden.dtype, device="cuda")
             moe_stage1(a1, x.w1, sorted_ids, sorted_expert_ids, num_valid_ids, out, TOPK, BLOCK_M, splitk,
                        split_instance=split, a1_scale=a1_scale, w1_scale=x.w1_scale, contract=CONTRACT,
-                       config=config)
+                       config=config, memset=memset)
             return out
 
         calls.append(call)
@@ -179,6 +179,9 @@ def main(argv=None):
     parser.add_argument("--splitk", type=int, nargs="+", default=[],
                         help="also time these forced splits (K/128 must divide by each)")
     parser.add_argument("--quant", choices=["per_1x128", "none", "both"], default="both")
+    parser.add_argument("--kernel-only", action="store_true",
+                        help="also time each split-K stage1 without its memset (not a contract path: "
+                             "it shows what the memset node costs)")
     args = parser.parse_args(argv)
     props = torch.cuda.get_device_properties(0)
     cu_num = props.multi_processor_count
@@ -209,6 +212,11 @@ def main(argv=None):
                                  stage1_us=us, stage1_bytes=nbytes, stage1_tbs=nbytes / us / 1e6,
                                  stage1_pct_read_bw=100 * nbytes / (us * 1e-6) / bw, moe_us=moe_us,
                                  stage1_rel_err=err1, moe_rel_err=err2, config=repr(cfg)))
+                if args.kernel_only and splitk > 1:
+                    us = replay_us(stage1_calls(sets, tokens, quant, splitk, cfg, memset=False))
+                    rows.append(dict(rows[-1], variant=f"{name}, no memset", stage1_us=us,
+                                     stage1_tbs=nbytes / us / 1e6, stage1_pct_read_bw=100 * nbytes / (us * 1e-6) / bw,
+                                     moe_us=float("nan"), stage1_rel_err=float("nan"), moe_rel_err=float("nan")))
             if quant is Quant.NONE:
                 try:
                     us = replay_us(grouped_mm_calls(sets, tokens))

@@ -122,7 +122,9 @@ def _moe_stage1_kernel(
                 cur = tl.load(out_ptrs, mask=mask, other=0.0).to(tl.float32)
                 tl.store(out_ptrs, cast_rne(cur + acc, out_ptr.dtype.element_ty, MANT), mask=mask)
             else:
-                tl.atomic_add(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+                # Relaxed, as CK's atomicAdd: the sum needs no ordering within the launch, and the
+                # default acq_rel fences every add.
+                tl.atomic_add(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask, sem="relaxed")
         else:
             tl.store(out_ptrs, cast_rne(act_fn(acc, GELU) * acc_up, out_ptr.dtype.element_ty, MANT), mask=mask)
 

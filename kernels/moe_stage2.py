@@ -85,7 +85,8 @@ def _moe_stage2_kernel(
             cur = tl.load(out_ptrs, mask=mask, other=0.0).to(tl.float32)
             tl.store(out_ptrs, cast_rne(cur + acc, out_ptr.dtype.element_ty, MANT), mask=mask)
         else:
-            tl.atomic_add(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+            # Relaxed, as CK's atomicAdd (see moe_stage1).
+            tl.atomic_add(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask, sem="relaxed")
 
 
 _INTERPRET_BLOCK_N = 4096
