@@ -24,7 +24,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-_WORKER_LINE = re.compile(r"^worker (gw\d+): device (.+)$")
+# `worker gw0: device cuda:0; 208 cases, 61.2 s`: the device, the cases and their summed call time.
+_WORKER_LINE = re.compile(r"^worker (gw\d+): device ([^;]+); (\d+) cases?, ([\d.]+) s$")
 _OUTCOMES = re.compile(r"(\d+) (passed|failed|skipped|xfailed|xpassed|error|errors)\b")
 
 
@@ -37,11 +38,13 @@ def run(index: int, workers: int, out: Path, pytest_args: list[str]) -> dict[str
     wall = time.perf_counter() - start
     (out / f"{index}-n{workers}.log").write_text(child.stdout + child.stderr)
     lines = child.stdout.splitlines()
-    devices = dict(m.groups() for m in map(_WORKER_LINE.match, lines) if m)
+    found = [m.groups() for m in map(_WORKER_LINE.match, lines) if m]
+    devices = {w: device for w, device, _, _ in found}
+    busy = {w: f"{cases} cases, {float(seconds):.0f} s" for w, _, cases, seconds in found}
     summary = next((line for line in reversed(lines) if _OUTCOMES.search(line)), "")
     verdicts = {(r["scenario"], r["policy"], r["capture_size"]): r["verdict"]
                 for r in (json.loads(results.read_text()) if results.exists() else [])}
-    return {"workers": workers, "wall_s": wall, "rc": child.returncode, "devices": devices,
+    return {"workers": workers, "wall_s": wall, "rc": child.returncode, "devices": devices, "busy": busy,
             "outcomes": dict((kind, int(n)) for n, kind in _OUTCOMES.findall(summary)), "verdicts": verdicts}
 
 
@@ -57,14 +60,15 @@ def main() -> int:
     baseline = next((r for r in runs if r["workers"] == 1), runs[0])
     base = baseline["wall_s"]
     failed = False
-    print(f"| run | workers | wall s | speed-up over -n {baseline['workers']} | outcomes | worker: device |")
+    print(f"| run | workers | wall s | speed-up over -n {baseline['workers']} | outcomes | worker: device (cases, "
+          "time in them) |")
     print("|---|---|---|---|---|---|")
     for i, r in enumerate(runs, 1):
         devices = r["devices"]
         shared = [d for d, n in Counter(devices.values()).items() if n > 1 and d.startswith("cuda")]
         failed |= bool(shared) or r["rc"] != 0
         outcomes = ", ".join(f"{n} {kind}" for kind, n in r["outcomes"].items())
-        mapping = ", ".join(f"{w}: {d}" for w, d in sorted(devices.items()))
+        mapping = ", ".join(f"{w}: {d} ({r['busy'][w]})" for w, d in sorted(devices.items()))
         print(f"| {i} | {r['workers']} | {r['wall_s']:.1f} | {base / r['wall_s']:.2f}x | {outcomes} (rc {r['rc']}) | "
               f"{mapping}{' (shared: ' + ', '.join(shared) + ')' if shared else ''} |")
     first = baseline["verdicts"]

@@ -316,6 +316,7 @@ class _Collector:
     def __init__(self) -> None:
         self.results: list[CaseResult] = []
         self.devices: dict[str, set[str]] = {}
+        self.busy: dict[str, tuple[int, float]] = {}  # worker -> (cases, seconds in their call phase)
         self.gpu_items = 0
         self.gpu_ran = 0
 
@@ -327,13 +328,15 @@ class _Collector:
                 self.gpu_ran += not report.skipped
         if report.when != "call":
             return
-        worker = getattr(report, "node", None)
-        worker_id = getattr(worker, "gateway", None)
+        gateway = getattr(getattr(report, "node", None), "gateway", None)
+        worker = str(gateway.id if gateway else "main")
         for key, value in report.user_properties:
             if key == _PROPERTY:
                 self.results.append(CaseResult.from_record(json.loads(str(value))))
+                cases, seconds = self.busy.get(worker, (0, 0.0))
+                self.busy[worker] = cases + 1, seconds + report.duration
             elif key == _DEVICE_PROPERTY:
-                self.devices.setdefault(str(worker_id.id if worker_id else "main"), set()).add(str(value))
+                self.devices.setdefault(worker, set()).add(str(value))
 
     @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -347,7 +350,9 @@ class _Collector:
             rows = sorted((r for r in self.results if r.scenario == scenario_id), key=_case_order)
             console.print(run_table(rows, title=f"{scenario_id} on {rows[0].env.device}, {rows[0].backend}"))
         for worker, devices in sorted(self.devices.items()):
-            terminalreporter.write_line(f"worker {worker}: device {', '.join(sorted(devices))}")
+            cases, seconds = self.busy.get(worker, (0, 0.0))
+            terminalreporter.write_line(f"worker {worker}: device {', '.join(sorted(devices))}; "
+                                        f"{cases} case{'s' * (cases != 1)}, {seconds:.1f} s")
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:

@@ -72,8 +72,10 @@ def test_under_xdist_the_controller_prints_one_summary_of_all_workers(tiny: pyte
     text = "\n".join(result.outlines)
     assert text.count(f"tiny-split on {records[0].env.device}") == 1
     assert len(re.findall(r"│ (original|pr2551) +│ [12] │", text)) == 4
-    assert {line for line in result.outlines if line.startswith("worker gw")} == {
-        f"worker {w}: device {_device_of(w)}" for w in ("gw0", "gw1")}
+    workers = [re.fullmatch(r"worker (gw\d): device (\S+); (\d) cases?, \d+\.\d s", line)
+               for line in result.outlines if line.startswith("worker gw")]
+    assert {(m[1], m[2]) for m in workers if m} == {(w, _device_of(w)) for w in ("gw0", "gw1")}
+    assert sum(int(m[3]) for m in workers if m) == 4
 
 
 def _device_of(worker: str) -> str:
