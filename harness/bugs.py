@@ -130,8 +130,8 @@ def _agrees_with_scenario(side: str, variant: Variant, scenario: Scenario, size:
     (case,) = (c for c in resolve(variant.scenario, scenario, size, "gpu") if c.policy is variant.policy)
     fp = case.footprint()
     if (variant.allocated, variant.extent) != (fp.alloc_bytes, fp.predicted_overflow_bytes):
-        figures = f"allocated {fp.alloc_bytes:,}, written {fp.alloc_bytes + fp.predicted_overflow_bytes:,}"
-        raise rule(f"{figures}, the footprint of {variant.scenario} {variant.policy.value} at T={size}",
+        predicted = f"allocated {fp.alloc_bytes:,}, written {fp.alloc_bytes + fp.predicted_overflow_bytes:,}"
+        raise rule(f"{predicted}, the footprint of {variant.scenario} {variant.policy.value} at T={size}",
                    f"{side}.written", f"allocated {show(variant.allocated)}, written {show(variant.written)}")
 
 

@@ -87,4 +87,8 @@ def load_ledger(path: Path) -> Ledger:
             allowed = ", ".join(p.value for p in known[entry.scenario].policies)
             raise bad_value(where, f"entries[{i}].policy", show(entry.policy.value), allowed,
                             f"the policies of {entry.scenario}")
+        sizes = known[entry.scenario].capture_sizes
+        if entry.sizes is not None and (stray := sorted(set(entry.sizes) - set(sizes))):
+            raise bad_value(where, f"entries[{i}].sizes", show(stray), ", ".join(map(str, sizes)) + " or all",
+                            f"the capture sizes of {entry.scenario}")
     return Ledger(tuple(parsed.entries))

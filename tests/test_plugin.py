@@ -148,6 +148,8 @@ entries:
      "scenarios/ledger.yaml: entries[0].sizes: got 1; allowed: list of integers >= 1, or all"),
     ("entries:\n  - {scenario: tiny-split, policy: original, status: tolerated, cites: a/b#1, why: x, by: me}\n",
      "scenarios/ledger.yaml: entries[0].by: got unknown field; allowed: scenario, policy, sizes, status, cites, why"),
+    ("entries:\n  - {scenario: tiny-split, policy: original, sizes: [2, 3], status: tolerated, cites: a/b#1, why: x}\n",
+     "scenarios/ledger.yaml: entries[0].sizes: got [3]; allowed: 1, 2 or all; the capture sizes of tiny-split"),
     ("entries: {scenario: tiny-split}\n", "scenarios/ledger.yaml: entries: got {'scenario': 'tiny-split'}; "
      "allowed: list"),
 ])
