@@ -112,6 +112,12 @@ def stage1_calls(sets, tokens, quant, splitk, config=None, memset=True):
     return calls
 
 
+def stage1_figures(us, nbytes, bw):
+    """A row's stage1 time, the bandwidth it achieved and its share of the measured read bandwidth."""
+    return dict(stage1_us=us, stage1_bytes=nbytes, stage1_tbs=nbytes / us / 1e6,
+                stage1_pct_read_bw=100 * nbytes / (us * 1e-6) / bw)
+
+
 def grouped_mm_calls(sets, tokens):
     """What a user would run instead: torch._grouped_mm over the routed rows, bf16."""
     calls = []
@@ -209,20 +215,17 @@ def main(argv=None):
                     x, block_m=BLOCK_M, splitk=s, policy=Policy.PR2551, quant=q, contract=CONTRACT)
                     for x in sets])
                 rows.append(dict(quant=quant.value, dtype=dtype, tokens=tokens, variant=name, splitk=splitk,
-                                 stage1_us=us, stage1_bytes=nbytes, stage1_tbs=nbytes / us / 1e6,
-                                 stage1_pct_read_bw=100 * nbytes / (us * 1e-6) / bw, moe_us=moe_us,
+                                 **stage1_figures(us, nbytes, bw), moe_us=moe_us,
                                  stage1_rel_err=err1, moe_rel_err=err2, config=repr(cfg)))
                 if args.kernel_only and splitk > 1:
                     us = replay_us(stage1_calls(sets, tokens, quant, splitk, cfg, memset=False))
-                    rows.append(dict(rows[-1], variant=f"{name}, no memset", stage1_us=us,
-                                     stage1_tbs=nbytes / us / 1e6, stage1_pct_read_bw=100 * nbytes / (us * 1e-6) / bw,
+                    rows.append(dict(rows[-1], variant=f"{name}, no memset", **stage1_figures(us, nbytes, bw),
                                      moe_us=float("nan"), stage1_rel_err=float("nan"), moe_rel_err=float("nan")))
             if quant is Quant.NONE:
                 try:
                     us = replay_us(grouped_mm_calls(sets, tokens))
                     rows.append(dict(quant="none", dtype=dtype, tokens=tokens, variant="torch._grouped_mm",
-                                     splitk=0, stage1_us=us, stage1_bytes=nbytes, stage1_tbs=nbytes / us / 1e6,
-                                     stage1_pct_read_bw=100 * nbytes / (us * 1e-6) / bw, moe_us=float("nan"),
+                                     splitk=0, **stage1_figures(us, nbytes, bw), moe_us=float("nan"),
                                      stage1_rel_err=float("nan"), moe_rel_err=float("nan"), config=""))
                 except Exception as exc:
                     print(f"torch._grouped_mm failed at T={tokens}: {type(exc).__name__}: {exc}")

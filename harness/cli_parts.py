@@ -15,8 +15,7 @@ from rich.console import Console
 from rich.text import Text
 
 from harness.errors import bad_value, display_path
-from harness.results import CaseResult
-from reports.baseline import repro_command
+from harness.results import CaseResult, repro_command
 
 
 def _int_at_least(minimum: int) -> Any:

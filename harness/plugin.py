@@ -24,7 +24,7 @@ from rich.console import Console
 from harness.bugs import load_registry, registry_path
 from harness.errors import BadInput
 from harness.ledger import Ledger, LedgerEntry, load_ledger
-from harness.results import CaseResult
+from harness.results import CaseResult, repro_command, run_command
 from harness.scenario import (
     LEDGER_FILE,
     NOT_SCENARIOS,
@@ -244,8 +244,6 @@ class CaseItem(pytest.Item):
         return str(super().repr_failure(excinfo))
 
     def repro(self) -> str:
-        from reports.baseline import run_command
-
         return f"repro: {run_command(self.scenario_id, self.policy.value, self.tokens, self.scenario.seed)}"
 
     def reportinfo(self) -> tuple[Path, int, str]:
@@ -263,7 +261,6 @@ def _with_reason(result: CaseResult, reason: str) -> CaseResult:
 
 
 def _failure_text(result: CaseResult) -> str:
-    from reports.baseline import repro_command
     from reports.tables import violation_table
 
     console = Console(width=_SUMMARY_WIDTH, no_color=True, record=True, file=io.StringIO())

@@ -108,6 +108,16 @@ class CaseResult:
             notes=_str_list(obj, "notes"), env=Environment.from_record(_get(obj, "env")))
 
 
+def run_command(scenario: str, policy: str, size: int, seed: int) -> str:
+    """The one command that reruns a case."""
+    return f"graph-harness run {scenario} --policy {policy} --sizes {size} --seed {seed}"
+
+
+def repro_command(result: CaseResult) -> str:
+    """The one command that reruns this result's case."""
+    return run_command(result.scenario, result.policy, result.capture_size, result.seed)
+
+
 # Readers of one field of a JSON object (a `record()` read back): each checks the type it needs, so a
 # hand-edited or truncated file names its bad field instead of failing later in a plot. Lists may be tuples,
 # as in a `record()` not yet through JSON.

@@ -23,16 +23,6 @@ def case_key(result: CaseResult) -> Key:
     return result.scenario, result.policy, result.capture_size
 
 
-def run_command(scenario: str, policy: str, size: int, seed: int) -> str:
-    """The one command that reruns a case."""
-    return f"graph-harness run {scenario} --policy {policy} --sizes {size} --seed {seed}"
-
-
-def repro_command(result: CaseResult) -> str:
-    """The one command that reruns this result's case."""
-    return run_command(result.scenario, result.policy, result.capture_size, result.seed)
-
-
 @dataclass(frozen=True)
 class Summary:
     """Counts over one report's results, in the order a reader wants them."""

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from html import escape
 
-from harness.results import CaseResult
+from harness.results import CaseResult, repro_command
 from reports.baseline import (
     BaselineDiff,
     ChangeKind,
@@ -15,7 +15,6 @@ from reports.baseline import (
     diff_headline,
     diff_rows,
     job_failed,
-    repro_command,
 )
 from reports.summary import DIFF_HEADERS, RESULT_HEADERS, headline, result_rows, summary_lines
 

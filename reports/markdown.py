@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from harness.results import CaseResult
-from reports.baseline import BaselineDiff, Summary, diff_headline, diff_rows, repro_command
+from harness.results import CaseResult, repro_command
+from reports.baseline import BaselineDiff, Summary, diff_headline, diff_rows
 from reports.summary import DIFF_HEADERS, RESULT_HEADERS, headline, result_rows, summary_lines
 
 
