@@ -1,6 +1,6 @@
 """Time split-K MoE stage1 and the whole layer by CUDA-graph replay, against read bandwidth.
 
-    python benchmarks/bench_moe.py [--tokens 1 2 4 8] [--json FILE] [--sweep] [--kernel-only]
+    python benchmarks/bench_moe.py [--tokens 1 2 4 8] [--json FILE] [--sweep] [--kernel-only] [--rounds R]
 
 Shape: DeepSeek-V3 TP8 decode (K=7168, N=256, E=257, topk=9). Each graph replays ROTATE
 input sets with their own routing, so the ~33 MB of fp8 weights a call reads are not
@@ -143,10 +143,10 @@ def make_sets(tokens, dtype, quant, seed=0):
     return sets
 
 
-def check(sets, tokens, quant, splitk):
-    """Stage1 and the layer against the fp64 reference before anything is timed."""
+def check(sets, tokens, quant, splitk, config=None):
+    """Stage1 (with `config`) and the layer against the fp64 reference, before they are timed."""
     x = sets[0]
-    out = stage1_calls([x], tokens, quant, splitk)[0]()
+    out = stage1_calls([x], tokens, quant, splitk, config)[0]()
     torch.cuda.synchronize()
     ref = stage1_ref(x, quant)
     if splitk > 1:
@@ -159,22 +159,59 @@ def check(sets, tokens, quant, splitk):
     return err1, err2
 
 
+SWEPT = []  # every config timed, for the --json file
+
+
 def sweep(sets, tokens, quant, splitk):
-    """Tile configs for stage1; returns (best config, its time)."""
+    """Tile configs for stage1; returns (the fastest, its time)."""
+    fp8 = quant is Quant.PER_1X128
+    configs = [(dict(BLOCK_N=block_n, BLOCK_K=block_k), dict(num_warps=warps, num_stages=stages))
+               for block_n in ((32, 64, 128, 256) if splitk > 1 else (32, 64, 128))
+               for block_k in ((128, 256, 512) if fp8 else (64, 128))
+               for warps in ((4, 8) if fp8 else (4,))
+               for stages in (2, 3, 4, 5)]
     best = None
-    for block_n in (32, 64, 128):
-        for block_k in ((128,) if quant is Quant.PER_1X128 else (64, 128)):
-            for warps in ((4, 8) if quant is Quant.PER_1X128 else (4,)):
-                for stages in (3, 4, 5):
-                    cfg = (dict(BLOCK_N=block_n, BLOCK_K=block_k), dict(num_warps=warps, num_stages=stages))
-                    try:
-                        us = replay_us(stage1_calls(sets, tokens, quant, splitk, cfg), reps=10)
-                    except Exception as exc:  # a config that does not fit shared memory
-                        print(f"  skip {cfg}: {type(exc).__name__}")
-                        continue
-                    if best is None or us < best[1]:
-                        best = (cfg, us)
+    for cfg in configs:
+        if MODEL_DIM // max(splitk, 1) % cfg[0]["BLOCK_K"]:
+            continue
+        try:
+            us = replay_us(stage1_calls(sets, tokens, quant, splitk, cfg), reps=10)
+        except Exception as exc:  # a config that does not fit shared memory
+            print(f"  skip {cfg}: {type(exc).__name__}")
+            continue
+        SWEPT.append(dict(quant=quant.value, tokens=tokens, splitk=splitk, config=repr(cfg), us=us))
+        if best is None or us < best[1]:
+            best = (cfg, us)
     return best
+
+
+def bars(rows):
+    """Issue 2's bars, read off the rows: lines of figures and whether each is met."""
+    def find(quant, tokens, pick):
+        return next((r for r in rows if r["quant"] == quant and r["tokens"] == tokens and pick(r)), None)
+
+    def verdict(ok):
+        return "met" if ok else "NOT met"
+
+    lines = ["", "Issue 2's bars (split-K as aiter's get_ksplit picks it):"]
+    for tokens in sorted({r["tokens"] for r in rows}):
+        split = find("per_1x128", tokens, lambda r: r["heuristic"])
+        plain = find("per_1x128", tokens, lambda r: r["variant"] == "ksplit=1")
+        if tokens == 1 and split:
+            pct = split["stage1_pct_read_bw"]
+            lines.append(f"  fp8 stage1 at T=1 ({split['variant']}): {pct:.0f}% of read bandwidth, >= 50%: "
+                         f"{verdict(pct >= 50)}")
+        if tokens <= 4 and split and plain:
+            lines.append(f"  fp8 T={tokens}: {split['variant']} {split['stage1_us']:.1f} us against ksplit=1 "
+                         f"{plain['stage1_us']:.1f} us: {verdict(split['stage1_us'] < plain['stage1_us'])}")
+        ours = [r for r in rows if r["quant"] == "none" and r["tokens"] == tokens
+                and (r["heuristic"] or r["variant"] == "ksplit=1")]
+        grouped = find("none", tokens, lambda r: r["variant"] == "torch._grouped_mm")
+        if ours and grouped:
+            best = min(ours, key=lambda r: r["stage1_us"])
+            lines.append(f"  bf16 T={tokens}: {best['variant']} {best['stage1_us']:.1f} us against torch._grouped_mm "
+                         f"{grouped['stage1_us']:.1f} us: {verdict(best['stage1_us'] < grouped['stage1_us'])}")
+    return lines
 
 
 def main(argv=None):
@@ -188,6 +225,8 @@ def main(argv=None):
     parser.add_argument("--kernel-only", action="store_true",
                         help="also time each split-K stage1 without its memset (not a contract path: "
                              "it shows what the memset node costs)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="time the variants of each T in this many interleaved rounds; report the median")
     args = parser.parse_args(argv)
     props = torch.cuda.get_device_properties(0)
     cu_num = props.multi_processor_count
@@ -205,27 +244,37 @@ def main(argv=None):
                 while MODEL_DIM % (splitk * 128):
                     splitk += 1
                 variants[f"split-K {splitk}"] = splitk
+            chosen = {}
             for name, splitk in variants.items():
-                err1, err2 = check(sets, tokens, quant, splitk)
                 cfg = None
                 if args.sweep and (quant is Quant.PER_1X128 or tokens == args.tokens[0]):
                     cfg, _ = sweep(sets, tokens, quant, splitk)
-                us = replay_us(stage1_calls(sets, tokens, quant, splitk, cfg))
+                chosen[name] = (splitk, cfg, *check(sets, tokens, quant, splitk, cfg))
+            # Timed in interleaved rounds, so that drift over a long sweep lands on every variant alike.
+            stage1_us = {}
+            for _ in range(args.rounds):
+                for name, (splitk, cfg, _, _) in chosen.items():
+                    for memset in (True, False) if args.kernel_only and splitk > 1 else (True,):
+                        calls = stage1_calls(sets, tokens, quant, splitk, cfg, memset=memset)
+                        stage1_us.setdefault((name, memset), []).append(replay_us(calls))
+            for name, (splitk, cfg, err1, err2) in chosen.items():
                 moe_us = replay_us([lambda x=x, s=splitk, q=quant: fused_moe(
                     x, block_m=BLOCK_M, splitk=s, policy=Policy.PR2551, quant=q, contract=CONTRACT)
                     for x in sets])
+                us = statistics.median(stage1_us[name, True])
                 rows.append(dict(quant=quant.value, dtype=dtype, tokens=tokens, variant=name, splitk=splitk,
-                                 **stage1_figures(us, nbytes, bw), moe_us=moe_us,
+                                 heuristic=splitk == (auto or None), **stage1_figures(us, nbytes, bw), moe_us=moe_us,
                                  stage1_rel_err=err1, moe_rel_err=err2, config=repr(cfg)))
-                if args.kernel_only and splitk > 1:
-                    us = replay_us(stage1_calls(sets, tokens, quant, splitk, cfg, memset=False))
-                    rows.append(dict(rows[-1], variant=f"{name}, no memset", **stage1_figures(us, nbytes, bw),
+                if (name, False) in stage1_us:
+                    us = statistics.median(stage1_us[name, False])
+                    rows.append(dict(rows[-1], variant=f"{name}, no memset", heuristic=False,
+                                     **stage1_figures(us, nbytes, bw),
                                      moe_us=float("nan"), stage1_rel_err=float("nan"), moe_rel_err=float("nan")))
             if quant is Quant.NONE:
                 try:
                     us = replay_us(grouped_mm_calls(sets, tokens))
                     rows.append(dict(quant="none", dtype=dtype, tokens=tokens, variant="torch._grouped_mm",
-                                     splitk=0, **stage1_figures(us, nbytes, bw), moe_us=float("nan"),
+                                     splitk=0, heuristic=False, **stage1_figures(us, nbytes, bw), moe_us=float("nan"),
                                      stage1_rel_err=float("nan"), moe_rel_err=float("nan"), config=""))
                 except Exception as exc:
                     print(f"torch._grouped_mm failed at T={tokens}: {type(exc).__name__}: {exc}")
@@ -240,8 +289,9 @@ def main(argv=None):
     if args.sweep:
         for r in rows:
             print(r["quant"], r["tokens"], r["variant"], r["config"])
+    print("\n".join(bars(rows)))
     if args.json:
-        Path(args.json).write_text(json.dumps(dict(read_bw=bw, device=props.name, rows=rows), indent=1))
+        Path(args.json).write_text(json.dumps(dict(read_bw=bw, device=props.name, rows=rows, sweep=SWEPT), indent=1))
     return 0
 
 

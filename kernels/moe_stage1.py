@@ -54,7 +54,7 @@ def _moe_stage1_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     SPLIT: tl.constexpr, QUANT: tl.constexpr, PADDING: tl.constexpr, GELU: tl.constexpr,
     UPCAST: tl.constexpr, RMW: tl.constexpr, TOKEN_SHIFT: tl.constexpr, TOKEN_MASK_C: tl.constexpr,
-    GROUP: tl.constexpr, MANT: tl.constexpr, TABLE: tl.constexpr,
+    GROUP: tl.constexpr, MANT: tl.constexpr, TABLE: tl.constexpr, SUB: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -72,45 +72,47 @@ def _moe_stage1_kernel(
         cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         col_ok = cols < width
         k0 = pid_k * k_split
-        offs_k = k0 + tl.arange(0, BLOCK_K)
+        offs_k = k0 + tl.arange(0, SUB)
         a_ptrs = a_ptr + token.to(tl.int64)[:, None] * stride_a + offs_k[None, :]
         w_ptrs = w_ptr + expert * stride_we + cols.to(tl.int64)[None, :] * stride_wn + offs_k[:, None]
         w_up_ptrs = w_ptrs + inter * stride_wn
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for kk in range(0, k_split, BLOCK_K):
-            a = tl.load(a_ptrs, mask=a_ok[:, None], other=0.0)
-            if TABLE:  # fp8 bytes, widened by table (kernels._triton.fp8_operand)
-                a = tl.load(table_ptr + a.to(tl.int32))
-            w = tl.load(w_ptrs, mask=col_ok[None, :], other=0.0)
-            if TABLE:  # fp8 bytes, widened by table (kernels._triton.fp8_operand)
-                w = tl.load(table_ptr + w.to(tl.int32))
-            if not SPLIT:
-                w_up = tl.load(w_up_ptrs, mask=col_ok[None, :], other=0.0)
+            # A step covers BLOCK_K // SUB scale groups: fp8 takes one dot per 128-wide group.
+            for sub in tl.static_range(BLOCK_K // SUB):
+                a = tl.load(a_ptrs + sub * SUB, mask=a_ok[:, None], other=0.0)
                 if TABLE:  # fp8 bytes, widened by table (kernels._triton.fp8_operand)
-                    w_up = tl.load(table_ptr + w_up.to(tl.int32))
-            if UPCAST:  # the interpreter's bf16 tl.dot is garbage (triton 3.9)
-                a = a.to(tl.float32)
-                w = w.to(tl.float32)
+                    a = tl.load(table_ptr + a.to(tl.int32))
+                w = tl.load(w_ptrs + sub * SUB, mask=col_ok[None, :], other=0.0)
+                if TABLE:
+                    w = tl.load(table_ptr + w.to(tl.int32))
                 if not SPLIT:
-                    w_up = w_up.to(tl.float32)
-            part = tl.dot(a, w)
-            if not SPLIT:
-                part_up = tl.dot(a, w_up)
-            if QUANT:
-                group = (k0 + kk) // GROUP
-                a_scale = tl.load(a_scale_ptr + token.to(tl.int64) * stride_as + group, mask=a_ok, other=0.0)
-                w_scale_base = w_scale_ptr + expert * stride_wse + group
-                w_scale = tl.load(w_scale_base + (cols // GROUP) * stride_wsn, mask=col_ok, other=0.0)
-                acc += part * a_scale[:, None] * w_scale[None, :]
+                    w_up = tl.load(w_up_ptrs + sub * SUB, mask=col_ok[None, :], other=0.0)
+                    if TABLE:
+                        w_up = tl.load(table_ptr + w_up.to(tl.int32))
+                if UPCAST:  # the interpreter's bf16 tl.dot is garbage (triton 3.9)
+                    a = a.to(tl.float32)
+                    w = w.to(tl.float32)
+                    if not SPLIT:
+                        w_up = w_up.to(tl.float32)
+                part = tl.dot(a, w)
                 if not SPLIT:
-                    w_up_scale = tl.load(w_scale_base + ((cols + inter) // GROUP) * stride_wsn, mask=col_ok,
-                                         other=0.0)
-                    acc_up += part_up * a_scale[:, None] * w_up_scale[None, :]
-            else:
-                acc += part
-                if not SPLIT:
-                    acc_up += part_up
+                    part_up = tl.dot(a, w_up)
+                if QUANT:
+                    group = (k0 + kk + sub * SUB) // GROUP
+                    a_scale = tl.load(a_scale_ptr + token.to(tl.int64) * stride_as + group, mask=a_ok, other=0.0)
+                    w_scale_base = w_scale_ptr + expert * stride_wse + group
+                    w_scale = tl.load(w_scale_base + (cols // GROUP) * stride_wsn, mask=col_ok, other=0.0)
+                    acc += part * a_scale[:, None] * w_scale[None, :]
+                    if not SPLIT:
+                        w_up_scale = tl.load(w_scale_base + ((cols + inter) // GROUP) * stride_wsn, mask=col_ok,
+                                             other=0.0)
+                        acc_up += part_up * a_scale[:, None] * w_up_scale[None, :]
+                else:
+                    acc += part
+                    if not SPLIT:
+                        acc_up += part_up
             a_ptrs += BLOCK_K
             w_ptrs += BLOCK_K
             w_up_ptrs += BLOCK_K
@@ -132,16 +134,22 @@ def _moe_stage1_kernel(
 _INTERPRET_BLOCK_N = 4096
 
 
-def _config(split: bool, quant: bool, width: int, valid_rows: int):
+def _config(split: bool, quant: bool, width: int, valid_rows: int, k_split: int):
     """Tile sizes. The interpreter pays per program, so it takes the widest tiles."""
     if INTERPRET:
         return dict(BLOCK_N=min(_INTERPRET_BLOCK_N, triton.next_power_of_2(width)), BLOCK_K=QUANT_GROUP), {}
-    # `bench_moe.py --sweep` on an H100, DeepSeek-V3 TP8 decode: split-K was fastest at BLOCK_N 64
-    # for T*topk < 32 (fp8 T=1: 18.1 us, 60% of read bandwidth) and 128 above (T=4), 3 stages;
-    # the fused path at BLOCK_N 32 (gate and up: 64 weight rows), 5 stages, at T = 1, 2 and 4.
+    # `bench_moe.py --sweep` on an H100, DeepSeek-V3 TP8 decode, fp8 (benchmarks/NOTES.md, session 5):
+    # split-K was fastest at BLOCK_N 64, BLOCK_K 128, 3 stages for T*topk < 32 (T=1 and 2), and at
+    # BLOCK_N 32 with two scale groups a step (BLOCK_K 256), 2 stages, at T=4; the fused path at
+    # BLOCK_N 32 (gate and up: 64 weight rows), BLOCK_K 256, 3 stages. bf16 keeps session 2's tiles.
+    wide_k = quant and k_split % (2 * QUANT_GROUP) == 0
     if split:
-        block_n = 64 if valid_rows < 32 else 128
-        return dict(BLOCK_N=block_n, BLOCK_K=128 if quant else 64), dict(num_warps=4, num_stages=3)
+        if valid_rows < 32 or not wide_k:
+            block_n = 64 if valid_rows < 32 else 128
+            return dict(BLOCK_N=block_n, BLOCK_K=128 if quant else 64), dict(num_warps=4, num_stages=3)
+        return dict(BLOCK_N=32, BLOCK_K=2 * QUANT_GROUP), dict(num_warps=4, num_stages=2)
+    if wide_k:
+        return dict(BLOCK_N=32, BLOCK_K=2 * QUANT_GROUP), dict(num_warps=4, num_stages=3)
     return dict(BLOCK_N=32, BLOCK_K=128), dict(num_warps=4, num_stages=5)
 
 
@@ -165,10 +173,12 @@ def moe_stage1(hidden, w1, sorted_ids, sorted_expert_ids, num_valid_ids, out, to
             rows = sorted_rows if contract.memset_rows is MemsetRows.SORTED_SIZE else tokens * topk
             raw_memset(out, rows * 2 * inter * out.element_size())
     width = 2 * inter if split_instance else inter
-    meta, launch = config or _config(split_instance, a1_scale is not None, width, tokens * topk)
     k_split = model_dim // splits
-    assert k_split % meta["BLOCK_K"] == 0, (model_dim, splits, meta)
     quant = a1_scale is not None
+    meta, launch = config or _config(split_instance, quant, width, tokens * topk, k_split)
+    # fp8 steps whole scale groups: a BLOCK_K under 128 would run no group at all.
+    sub = QUANT_GROUP if quant else meta["BLOCK_K"]
+    assert k_split % meta["BLOCK_K"] == 0 and meta["BLOCK_K"] % sub == 0, (model_dim, splits, meta)
     grid = (triton.cdiv(width, meta["BLOCK_N"]), triton.cdiv(sorted_rows, block_m), splits)
     a_arg, table = fp8_operand(hidden)
     w_arg, w_table = fp8_operand(w1)
@@ -183,5 +193,6 @@ def moe_stage1(hidden, w1, sorted_ids, sorted_expert_ids, num_valid_ids, out, to
         BLOCK_M=block_m, SPLIT=split_instance, QUANT=quant, PADDING=PADDING_CODE[contract.padding],
         GELU=activation is Activation.GELU, UPCAST=INTERPRET and hidden.dtype == torch.bfloat16,
         RMW=INTERPRET and out.dtype == torch.bfloat16, TOKEN_SHIFT=TOKEN_BITS, TOKEN_MASK_C=TOKEN_MASK,
-        GROUP=QUANT_GROUP, MANT=store_mantissa(out.dtype), TABLE=table, **meta, **launch)
+        GROUP=QUANT_GROUP, MANT=store_mantissa(out.dtype), TABLE=table,
+        SUB=sub, **meta, **launch)
     return out

@@ -114,7 +114,9 @@ def test_act_and_mul(device, seed, activation, dtype):
 
 @pytest.mark.parametrize("quant", list(Quant))
 @pytest.mark.parametrize(("splitk", "split_instance"), [(0, False), (2, True), (4, True)])
-def test_stage1_against_reference(device, seed, quant, splitk, split_instance):
+@pytest.mark.parametrize("block_k", [None, 256], ids=["default-tiles", "block_k256"])
+def test_stage1_against_reference(device, seed, quant, splitk, split_instance, block_k):
+    """block_k 256: two 128-wide scale groups per step for fp8, a 256-deep dot otherwise."""
     tokens, model_dim, inter, experts, topk, block_m = 3, 1024, 192, 16, 4, 16
     x = make_inputs(tokens, model_dim, inter, experts, topk, "bf16", quant, seed, device, aliased=True)
     bufs = sorting_buffers(tokens, topk, experts, block_m, model_dim, torch.bfloat16, device)
@@ -129,8 +131,10 @@ def test_stage1_against_reference(device, seed, quant, splitk, split_instance):
     else:
         out = torch.full((tokens, topk, inter), float("nan"), dtype=torch.bfloat16, device=device)
         contract = Contract()
+    config = block_k and (dict(BLOCK_N=64, BLOCK_K=block_k), {})
     moe_stage1(a1, x.w1, sorted_ids, sorted_expert_ids, num_valid_ids, out, topk, block_m, splitk,
-               split_instance=split_instance, a1_scale=a1_scale, w1_scale=x.w1_scale, contract=contract)
+               split_instance=split_instance, a1_scale=a1_scale, w1_scale=x.w1_scale, contract=contract,
+               config=config)
     ref = stage1_ref(x, quant)
     if split_instance:
         assert_close(out[: tokens * topk], ref, 1e-4)
