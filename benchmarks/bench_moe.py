@@ -228,6 +228,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=1,
                         help="time the variants of each T in this many interleaved rounds; report the median")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds: got {args.rounds}; allowed: 1 or more")
     props = torch.cuda.get_device_properties(0)
     cu_num = props.multi_processor_count
     bw = read_bandwidth()
