@@ -178,7 +178,8 @@ def moe_stage1(hidden, w1, sorted_ids, sorted_expert_ids, num_valid_ids, out, to
     meta, launch = config or _config(split_instance, quant, width, tokens * topk, k_split)
     # fp8 steps whole scale groups: a BLOCK_K under 128 would run no group at all.
     sub = QUANT_GROUP if quant else meta["BLOCK_K"]
-    assert k_split % meta["BLOCK_K"] == 0 and meta["BLOCK_K"] % sub == 0, (model_dim, splits, meta)
+    assert k_split % meta["BLOCK_K"] == 0, (model_dim, splits, meta)
+    assert meta["BLOCK_K"] % sub == 0, (sub, meta)
     grid = (triton.cdiv(width, meta["BLOCK_N"]), triton.cdiv(sorted_rows, block_m), splits)
     a_arg, table = fp8_operand(hidden)
     w_arg, w_table = fp8_operand(w1)
