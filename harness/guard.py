@@ -292,6 +292,7 @@ class Guards:
         self._poisoned = True
         self._used = 0
         self._slab: torch.Tensor | None = None
+        self._pool: torch.cuda.MemPool | None = None  # the slab's own, on CUDA; released after the slab
         self._flag: torch.Tensor | None = None
         self._layout: _Layout | None = None
         self._patterns: dict[int, torch.Tensor] = {}
@@ -303,10 +304,20 @@ class Guards:
     # -- the slab ------------------------------------------------------------------------------
 
     def reserve(self) -> None:
-        """Allocate the slab now: before any capture, which may not allocate outside its pool."""
+        """Allocate the slab now: before any capture, which may not allocate outside its pool.
+
+        On CUDA the slab is the only block of a segment of its own, from a private pool. Carved from a
+        larger cached segment, a memset past its end would land in the process's other tensors and
+        pass instantiation; whether it did would hang on what the process ran before.
+        """
         if self._slab is None:
             try:
-                self._slab = torch.empty(self.budget, dtype=torch.uint8, device=self.device)
+                if self.device.type == "cuda":
+                    self._pool = torch.cuda.MemPool()
+                    with torch.cuda.use_mem_pool(self._pool, self.device):
+                        self._slab = torch.empty(self.budget, dtype=torch.uint8, device=self.device)
+                else:
+                    self._slab = torch.empty(self.budget, dtype=torch.uint8, device=self.device)
             except torch.OutOfMemoryError as err:
                 raise GuardBudgetError(f"a guard slab of {self.budget:,} B does not fit in device memory") from err
             self._flag = torch.zeros(1, dtype=torch.int32, device=self.device)

@@ -221,7 +221,13 @@ class MemsetPastAllocationWhenCaptured(ThirdParty):
 
 
 @pytest.mark.gpu  # instantiation errors need a CUDA graph
-def test_invalid_argument_at_instantiation_is_a_capture_error(device, seed):
+@pytest.mark.parametrize("cached", [False, True], ids=["fresh", "after-a-freed-2GiB-block"])
+def test_invalid_argument_at_instantiation_is_a_capture_error(device, seed, cached):
+    """Also when the allocator caches a larger free block: a slab carved from it would share its
+    segment, and the memset would zero the rest of that segment and replay without a sound."""
+    if cached:
+        torch.cuda.empty_cache()  # so that the one free block cached is this 2 GiB one
+        torch.empty(2 << 30, dtype=torch.uint8, device=device)  # freed at once; the allocator keeps it
     guards = Guards(device, 64 * MIB)
     outcome = run_protocol({4: MemsetPastAllocationWhenCaptured(device)}, guards, CudaGraphBackend(), seed=seed)[4]
     assert outcome.error_kind == "capture-error"
