@@ -23,7 +23,7 @@ import linecache
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -292,7 +292,7 @@ class Guards:
         self._poisoned = True
         self._used = 0
         self._slab: torch.Tensor | None = None
-        self._pool: torch.cuda.MemPool | None = None  # the slab's own, on CUDA; released after the slab
+        self._pool: torch.cuda.MemPool | None = None  # the slab's own, on CUDA (see reserve)
         self._flag: torch.Tensor | None = None
         self._layout: _Layout | None = None
         self._patterns: dict[int, torch.Tensor] = {}
@@ -311,12 +311,11 @@ class Guards:
         pass instantiation; whether it did would hang on what the process ran before.
         """
         if self._slab is None:
+            if self.device.type == "cuda":
+                self._pool = torch.cuda.MemPool()
+            own_segment = torch.cuda.use_mem_pool(self._pool, self.device) if self._pool is not None else nullcontext()
             try:
-                if self.device.type == "cuda":
-                    self._pool = torch.cuda.MemPool()
-                    with torch.cuda.use_mem_pool(self._pool, self.device):
-                        self._slab = torch.empty(self.budget, dtype=torch.uint8, device=self.device)
-                else:
+                with own_segment:
                     self._slab = torch.empty(self.budget, dtype=torch.uint8, device=self.device)
             except torch.OutOfMemoryError as err:
                 raise GuardBudgetError(f"a guard slab of {self.budget:,} B does not fit in device memory") from err

@@ -56,7 +56,8 @@ def resolve_cases(scenario_id: str, scenario: Scenario, policy: Policy, sizes: S
 
 def guards_for(cases: Sequence[CaseSpec], device: torch.device, budget: int | None = None) -> Guards:
     """A slab for these cases, each size's stage1 buffer guarded for the overflow its footprint predicts."""
-    cover = {c.tokens: (c.footprint().alloc_bytes, c.footprint().predicted_overflow_bytes) for c in cases}
+    footprints = {c.tokens: c.footprint() for c in cases}
+    cover = {t: (fp.alloc_bytes, fp.predicted_overflow_bytes) for t, fp in footprints.items()}
     return Guards(device, budget or default_budget(device), cover=cover)
 
 

@@ -143,11 +143,12 @@ def _config(split: bool, quant: bool, width: int, valid_rows: int, k_split: int)
     # BLOCK_N 32 with two scale groups a step (BLOCK_K 256), 2 stages, at T=4; the fused path at
     # BLOCK_N 32 (gate and up: 64 weight rows), BLOCK_K 256, 3 stages. bf16 keeps session 2's tiles.
     wide_k = quant and k_split % (2 * QUANT_GROUP) == 0
-    if split:
-        if valid_rows < 32 or not wide_k:
-            block_n = 64 if valid_rows < 32 else 128
-            return dict(BLOCK_N=block_n, BLOCK_K=128 if quant else 64), dict(num_warps=4, num_stages=3)
+    if split and valid_rows < 32:
+        return dict(BLOCK_N=64, BLOCK_K=128 if quant else 64), dict(num_warps=4, num_stages=3)
+    if split and wide_k:
         return dict(BLOCK_N=32, BLOCK_K=2 * QUANT_GROUP), dict(num_warps=4, num_stages=2)
+    if split:
+        return dict(BLOCK_N=128, BLOCK_K=128 if quant else 64), dict(num_warps=4, num_stages=3)
     if wide_k:
         return dict(BLOCK_N=32, BLOCK_K=2 * QUANT_GROUP), dict(num_warps=4, num_stages=3)
     return dict(BLOCK_N=32, BLOCK_K=128), dict(num_warps=4, num_stages=5)
