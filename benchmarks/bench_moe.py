@@ -1,6 +1,6 @@
 """Time split-K MoE stage1 and the whole layer by CUDA-graph replay, against read bandwidth.
 
-    python benchmarks/bench_moe.py [--tokens 1 2 4 8] [--json FILE] [--sweep] [--kernel-only] [--rounds R]
+    python benchmarks/bench_moe.py [--tokens 1 2 4 8] [--json FILE] [--sweep] [--kernel-only] [--floor] [--rounds R]
 
 Shape: DeepSeek-V3 TP8 decode (K=7168, N=256, E=257, topk=9). Each graph replays ROTATE
 input sets with their own routing, so the ~33 MB of fp8 weights a call reads are not
@@ -20,8 +20,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kernels._triton import tl, triton  # noqa: E402
 from kernels.contracts import Contract, MemsetRows, Policy, Quant, get_ksplit, get_padded_m, sorted_size  # noqa: E402
 from kernels.fused_moe import fused_moe, fused_moe_ref, make_inputs, stage1_ref  # noqa: E402
+from kernels.memset import raw_memset  # noqa: E402
 from kernels.moe_sorting import moe_sorting  # noqa: E402
 from kernels.moe_stage1 import moe_stage1  # noqa: E402
 from kernels.quant import per_1x128_quant  # noqa: E402
@@ -31,6 +33,8 @@ ROTATE = 8
 # KPerBlock 128, as aiter's tuned split-K CK instances (MPerBlock 32, KPerBlock 128, §1.5), and
 # CK's memset after rocm-libraries #5225 (T*topk rows), the one a fixed stack runs.
 CONTRACT = Contract(k_per_block=128, memset_rows=MemsetRows.TOKENS_TOPK)
+SWEPT = []  # every config timed, for the --json file
+FLOOR = "read floor (no math)"
 
 
 def replay_us(calls, reps=30):
@@ -112,6 +116,64 @@ def stage1_calls(sets, tokens, quant, splitk, config=None, memset=True):
     return calls
 
 
+@triton.jit
+def _read_kernel(w_ptr, experts_ptr, out_ptr, expert_words, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
+    """Sum CHUNK int32 words of one routed expert's w1, wrapping: a read with no math, checked."""
+    pid_e, pid_c = tl.program_id(0), tl.program_id(1)
+    expert = tl.load(experts_ptr + pid_e).to(tl.int64)
+    ptrs = w_ptr + expert * expert_words + pid_c * CHUNK + tl.arange(0, BLOCK)
+    acc = tl.zeros((BLOCK,), dtype=tl.int32)
+    for off in range(0, CHUNK, BLOCK):
+        acc += tl.load(ptrs + off)
+    tl.store(out_ptr + pid_e * tl.num_programs(1) + pid_c, tl.sum(acc, 0))
+
+
+def floor_calls(sets, tokens, config, memset):
+    """One closure per input set: read its routed experts' w1 as int32 words [after CK's memset].
+
+    No stage1 reads those bytes faster than the fastest `config` does, and a split-K one must
+    also wait for its memset node: `memset=True` times that pair.
+    """
+    chunks, block, warps = config
+    calls = []
+    for x in sets:
+        experts = torch.unique(x.topk_ids[x.topk_ids >= 0]).to(torch.int32)
+        words = x.w1.view(torch.int32)
+        expert_words = words[0].numel()
+
+        def call(words=words, experts=experts, expert_words=expert_words):
+            if memset:
+                out = torch.empty(tokens * TOPK, 2 * INTER, dtype=torch.float32, device="cuda")
+                raw_memset(out, out.numel() * out.element_size())
+            sums = torch.empty(len(experts), chunks, dtype=torch.int32, device="cuda")
+            _read_kernel[(len(experts), chunks)](words, experts, sums, expert_words, CHUNK=expert_words // chunks,
+                                                 BLOCK=block, num_warps=warps)
+            return sums
+
+        calls.append(call)
+    return calls
+
+
+def read_floor(sets, tokens, quant):
+    """The fastest read of the routed weights over a small sweep, checked word for word: (config, us)."""
+    x = sets[0]
+    expert_words = x.w1[0].numel() * x.w1.element_size() // 4
+    # On an H100 (benchmarks/NOTES.md, session 6) the fastest of 60 configs read 28 KB a program (128
+    # chunks an fp8 expert) with 8 warps, and 2 or 4 stages were alike; 8 chunks were 1.2 us slower at T=4.
+    configs = [(chunks, block, warps) for chunks in (16, 32, 64, 128) for block in (1024, 2048) for warps in (4, 8)
+               if expert_words % (chunks * block) == 0]
+    timed = [(cfg, replay_us(floor_calls(sets, tokens, cfg, memset=False), reps=10)) for cfg in configs]
+    for cfg, us in timed:
+        SWEPT.append(dict(quant=quant.value, tokens=tokens, variant="read floor", config=repr(cfg), us=us))
+    best = min(timed, key=lambda t: t[1])
+    sums = floor_calls([x], tokens, best[0], memset=False)[0]()
+    experts = torch.unique(x.topk_ids[x.topk_ids >= 0]).long()
+    want = x.w1.view(torch.int32)[experts].reshape(len(experts), best[0][0], -1).sum(-1)  # int64
+    want = (want + 2**31) % 2**32 - 2**31
+    assert torch.equal(sums.long(), want), "the read floor's kernel did not read every word"
+    return best
+
+
 def stage1_figures(us, nbytes, bw):
     """A row's stage1 time, the bandwidth it achieved and its share of the measured read bandwidth."""
     return dict(stage1_us=us, stage1_bytes=nbytes, stage1_tbs=nbytes / us / 1e6,
@@ -159,9 +221,6 @@ def check(sets, tokens, quant, splitk, config=None):
     return err1, err2
 
 
-SWEPT = []  # every config timed, for the --json file
-
-
 def sweep(sets, tokens, quant, splitk):
     """Tile configs for stage1; returns (the fastest, its time)."""
     fp8 = quant is Quant.PER_1X128
@@ -204,6 +263,12 @@ def bars(rows):
         if tokens <= 4 and split and plain:
             lines.append(f"  fp8 T={tokens}: {split['variant']} {split['stage1_us']:.1f} us against ksplit=1 "
                          f"{plain['stage1_us']:.1f} us: {verdict(split['stage1_us'] < plain['stage1_us'])}")
+        floor = find("per_1x128", tokens, lambda r: r["variant"] == f"{FLOOR} after CK's memset")
+        if tokens <= 4 and floor and plain:
+            room = plain["stage1_us"] - floor["stage1_us"]
+            lines.append(f"    the routed weights' read floor after CK's memset: {floor['stage1_us']:.1f} us, "
+                         + (f"{room:.1f} us under ksplit=1" if room > 0 else
+                            f"{-room:.1f} us over ksplit=1: no split-K stage1 can beat it here"))
         ours = [r for r in rows if r["quant"] == "none" and r["tokens"] == tokens
                 and (r["heuristic"] or r["variant"] == "ksplit=1")]
         grouped = find("none", tokens, lambda r: r["variant"] == "torch._grouped_mm")
@@ -225,6 +290,9 @@ def main(argv=None):
     parser.add_argument("--kernel-only", action="store_true",
                         help="also time each split-K stage1 without its memset (not a contract path: "
                              "it shows what the memset node costs)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time the fastest read of the routed weights with no math, alone and after "
+                             "CK's memset: what no stage1, and no split-K stage1, can beat")
     parser.add_argument("--rounds", type=int, default=1,
                         help="time the variants of each T in this many interleaved rounds; report the median")
     args = parser.parse_args(argv)
@@ -252,6 +320,7 @@ def main(argv=None):
                 if args.sweep and (quant is Quant.PER_1X128 or tokens == args.tokens[0]):
                     cfg, _ = sweep(sets, tokens, quant, splitk)
                 chosen[name] = (splitk, cfg, *check(sets, tokens, quant, splitk, cfg))
+            floor_cfg = read_floor(sets, tokens, quant)[0] if args.floor else None
             # Timed in interleaved rounds, so that drift over a long sweep lands on every variant alike.
             stage1_us = {}
             for _ in range(args.rounds):
@@ -259,6 +328,10 @@ def main(argv=None):
                     for memset in (True, False) if args.kernel_only and splitk > 1 else (True,):
                         calls = stage1_calls(sets, tokens, quant, splitk, cfg, memset=memset)
                         stage1_us.setdefault((name, memset), []).append(replay_us(calls))
+                if floor_cfg:
+                    for memset in (False, True):
+                        calls = floor_calls(sets, tokens, floor_cfg, memset)
+                        stage1_us.setdefault((FLOOR, memset), []).append(replay_us(calls))
             for name, (splitk, cfg, err1, err2) in chosen.items():
                 moe_us = replay_us([lambda x=x, s=splitk, q=quant: fused_moe(
                     x, block_m=BLOCK_M, splitk=s, policy=Policy.PR2551, quant=q, contract=CONTRACT)
@@ -272,6 +345,12 @@ def main(argv=None):
                     rows.append(dict(rows[-1], variant=f"{name}, no memset", heuristic=False,
                                      **stage1_figures(us, nbytes, bw),
                                      moe_us=float("nan"), stage1_rel_err=float("nan"), moe_rel_err=float("nan")))
+            for memset in (False, True) if floor_cfg else ():
+                us = statistics.median(stage1_us[FLOOR, memset])
+                rows.append(dict(quant=quant.value, dtype=dtype, tokens=tokens,
+                                 variant=f"{FLOOR} after CK's memset" if memset else FLOOR, splitk=0, heuristic=False,
+                                 **stage1_figures(us, nbytes, bw), moe_us=float("nan"),
+                                 stage1_rel_err=float("nan"), moe_rel_err=float("nan"), config=repr(floor_cfg)))
             if quant is Quant.NONE:
                 try:
                     us = replay_us(grouped_mm_calls(sets, tokens))

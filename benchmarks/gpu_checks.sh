@@ -30,5 +30,5 @@ for scenario in deepseek-v3-tp8-decode deepseek-v3-ep-decode; do
 done
 
 step "bench_moe"
-timeout 300 python3 benchmarks/bench_moe.py --tokens 1 2 4 8 --kernel-only --json "$out/bench_moe.json"
+timeout 300 python3 benchmarks/bench_moe.py --tokens 1 2 4 8 --kernel-only --floor --json "$out/bench_moe.json"
 step done
