@@ -131,8 +131,9 @@ def _read_kernel(w_ptr, experts_ptr, out_ptr, expert_words, CHUNK: tl.constexpr,
 def floor_calls(sets, tokens, config, memset):
     """One closure per input set: read its routed experts' w1 as int32 words [after CK's memset].
 
-    No stage1 reads those bytes faster than the fastest `config` does, and a split-K one must
-    also wait for its memset node: `memset=True` times that pair.
+    The fastest `config` is the floor for stage1, which reads the same weights plus scales and
+    activations and does its math on them. A split-K stage1 also waits for its memset node:
+    `memset=True` times that pair.
     """
     chunks, block, warps = config
     calls = []
