@@ -165,7 +165,7 @@ def read_floor(sets, tokens, quant):
                if expert_words % (chunks * block) == 0]
     timed = [(cfg, replay_us(floor_calls(sets, tokens, cfg, memset=False), reps=10)) for cfg in configs]
     for cfg, us in timed:
-        SWEPT.append(dict(quant=quant.value, tokens=tokens, variant="read floor", config=repr(cfg), us=us))
+        SWEPT.append(dict(quant=quant.value, tokens=tokens, variant=FLOOR, config=repr(cfg), us=us))
     best = min(timed, key=lambda t: t[1])
     sums = floor_calls([x], tokens, best[0], memset=False)[0]()
     experts = torch.unique(x.topk_ids[x.topk_ids >= 0]).long()
