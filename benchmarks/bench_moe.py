@@ -293,7 +293,7 @@ def main(argv=None):
                              "it shows what the memset node costs)")
     parser.add_argument("--floor", action="store_true",
                         help="also time the fastest read of the routed weights with no math, alone and after "
-                             "CK's memset: what no stage1, and no split-K stage1, can beat")
+                             "CK's memset: the floor for stage1, and for split-K stage1 with its memset")
     parser.add_argument("--rounds", type=int, default=1,
                         help="time the variants of each T in this many interleaved rounds; report the median")
     args = parser.parse_args(argv)
