@@ -82,9 +82,14 @@ def read_bandwidth():
     return nbytes / statistics.median(times)
 
 
+def routed_experts(inputs):
+    """The distinct experts a routing sends tokens to, ascending (int64; idle ids of -1 dropped)."""
+    return torch.unique(inputs.topk_ids[inputs.topk_ids >= 0]).long()
+
+
 def stage1_bytes(inputs, quant):
     """Bytes one stage1 call must read: routed experts' w1 (+ scales), hidden (+ scales)."""
-    experts = len(set(inputs.topk_ids.flatten().tolist()) - {-1})
+    experts = len(routed_experts(inputs))
     elem = 1 if quant is Quant.PER_1X128 else 2
     w = experts * 2 * INTER * MODEL_DIM * elem
     scales = experts * (2 * INTER // 128) * (MODEL_DIM // 128) * 4 if quant is Quant.PER_1X128 else 0
@@ -138,7 +143,7 @@ def floor_calls(sets, tokens, config, memset):
     chunks, block, warps = config
     calls = []
     for x in sets:
-        experts = torch.unique(x.topk_ids[x.topk_ids >= 0]).to(torch.int32)
+        experts = routed_experts(x).to(torch.int32)
         words = x.w1.view(torch.int32)
         expert_words = words[0].numel()
 
@@ -158,7 +163,8 @@ def floor_calls(sets, tokens, config, memset):
 def read_floor(sets, tokens, quant):
     """The fastest read of the routed weights over a small sweep, checked word for word: (config, us)."""
     x = sets[0]
-    expert_words = x.w1[0].numel() * x.w1.element_size() // 4
+    words = x.w1.view(torch.int32)
+    expert_words = words[0].numel()
     # On an H100 (benchmarks/NOTES.md, session 6) the fastest of 60 configs read 28 KB a program (128
     # chunks an fp8 expert) with 8 warps, and 2 or 4 stages were alike; 8 chunks were 1.2 us slower at T=4.
     configs = [(chunks, block, warps) for chunks in (16, 32, 64, 128) for block in (1024, 2048) for warps in (4, 8)
@@ -168,8 +174,8 @@ def read_floor(sets, tokens, quant):
         SWEPT.append(dict(quant=quant.value, tokens=tokens, variant=FLOOR, config=repr(cfg), us=us))
     best = min(timed, key=lambda t: t[1])
     sums = floor_calls([x], tokens, best[0], memset=False)[0]()
-    experts = torch.unique(x.topk_ids[x.topk_ids >= 0]).long()
-    want = x.w1.view(torch.int32)[experts].reshape(len(experts), best[0][0], -1).sum(-1)  # int64
+    experts = routed_experts(x)
+    want = words[experts].reshape(len(experts), best[0][0], -1).sum(-1)  # int64
     want = (want + 2**31) % 2**32 - 2**31
     assert torch.equal(sums.long(), want), "the read floor's kernel did not read every word"
     return best
