@@ -35,6 +35,8 @@ ROTATE = 8
 CONTRACT = Contract(k_per_block=128, memset_rows=MemsetRows.TOKENS_TOPK)
 SWEPT = []  # every config timed, for the --json file
 FLOOR = "read floor (no math)"
+GRID_FLOOR = "{}'s grid, read only"
+AFTER_MEMSET = " after CK's memset"
 
 
 def replay_us(calls, reps=30):
@@ -133,6 +135,12 @@ def _read_kernel(w_ptr, experts_ptr, out_ptr, expert_words, CHUNK: tl.constexpr,
     tl.store(out_ptr + pid_e * tl.num_programs(1) + pid_c, tl.sum(acc, 0))
 
 
+def ck_memset(tokens):
+    """CK's memset node as the split-K path runs it here: T*topk rows of 2N fp32."""
+    out = torch.empty(tokens * TOPK, 2 * INTER, dtype=torch.float32, device="cuda")
+    raw_memset(out, out.numel() * out.element_size())
+
+
 def floor_calls(sets, tokens, config, memset):
     """One closure per input set: read its routed experts' w1 as int32 words [after CK's memset].
 
@@ -149,8 +157,7 @@ def floor_calls(sets, tokens, config, memset):
 
         def call(words=words, experts=experts, expert_words=expert_words):
             if memset:
-                out = torch.empty(tokens * TOPK, 2 * INTER, dtype=torch.float32, device="cuda")
-                raw_memset(out, out.numel() * out.element_size())
+                ck_memset(tokens)
             sums = torch.empty(len(experts), chunks, dtype=torch.int32, device="cuda")
             _read_kernel[(len(experts), chunks)](words, experts, sums, expert_words, CHUNK=expert_words // chunks,
                                                  BLOCK=block, num_warps=warps)
@@ -178,6 +185,95 @@ def read_floor(sets, tokens, quant):
     want = words[experts].reshape(len(experts), best[0][0], -1).sum(-1)  # int64
     want = (want + 2**31) % 2**32 - 2**31
     assert torch.equal(sums.long(), want), "the read floor's kernel did not read every word"
+    return best
+
+
+@triton.jit
+def _grid_read_kernel(w_ptr, sorted_expert_ids_ptr, num_valid_ids_ptr, out_ptr, inter, k_words, stride_we, stride_wn,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr, PAIRED: tl.constexpr,
+                      STAGES: tl.constexpr):
+    """Stage1's grid and weight walk with no math: sum each program's w1 tiles as int32 words.
+
+    Grid, early exit and expert lookup as `_moe_stage1_kernel`; a program steps BLOCK_N rows x
+    BLOCK_KW words over its K split, gate and up rows together when PAIRED (the fused path).
+    Sums are wrapping int32, (splits, m blocks, N tiles); a block past num_valid_ids stores 0.
+    """
+    pid_n, pid_m, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    total = 0
+    if pid_m * BLOCK_M < tl.load(num_valid_ids_ptr):
+        expert = tl.load(sorted_expert_ids_ptr + pid_m).to(tl.int64)
+        rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        words = pid_k * k_words + tl.arange(0, BLOCK_KW)
+        ptrs = w_ptr + expert * stride_we + rows.to(tl.int64)[:, None] * stride_wn + words[None, :]
+        acc = tl.zeros((BLOCK_N, BLOCK_KW), dtype=tl.int32)
+        for kk in tl.range(0, k_words, BLOCK_KW, num_stages=STAGES):
+            acc += tl.load(ptrs + kk)
+            if PAIRED:
+                acc += tl.load(ptrs + inter * stride_wn + kk)
+        total = tl.sum(tl.sum(acc, 1), 0)
+    tl.store(out_ptr + (pid_k * tl.num_programs(1) + pid_m) * tl.num_programs(0) + pid_n, total)
+
+
+def grid_floor_calls(sets, tokens, splitk, config, memset):
+    """One closure per input set: `_grid_read_kernel` on the grid of stage1 at `splitk` [after CK's memset].
+
+    `config` is (BLOCK_N, BLOCK_KW, warps, stages). Each closure returns the program sums.
+    """
+    block_n, block_kw, warps, stages = config
+    paired, splits = splitk <= 1, max(splitk, 1)
+    m_blocks = triton.cdiv(sorted_size(tokens, TOPK, EXPERTS, BLOCK_M), BLOCK_M)
+    grid = (triton.cdiv(INTER if paired else 2 * INTER, block_n), m_blocks, splits)
+    calls = []
+    for x in sets:
+        _, _, sorted_expert_ids, num_valid_ids, _ = moe_sorting(
+            x.topk_ids, x.topk_weights, EXPERTS, BLOCK_M, MODEL_DIM, x.hidden.dtype)
+        words = x.w1.view(torch.int32)
+
+        def call(words=words, sorted_expert_ids=sorted_expert_ids, num_valid_ids=num_valid_ids):
+            if memset:
+                ck_memset(tokens)
+            sums = torch.empty(grid[::-1], dtype=torch.int32, device=words.device)
+            _grid_read_kernel[grid](words, sorted_expert_ids, num_valid_ids, sums, INTER, words.shape[2] // splits,
+                                    words.stride(0), words.stride(1), BLOCK_M=BLOCK_M, BLOCK_N=block_n,
+                                    BLOCK_KW=block_kw, PAIRED=paired, STAGES=stages, num_warps=warps)
+            return sums
+
+        calls.append(call)
+    return calls
+
+
+def grid_floor_want(x, tokens, splitk, block_n):
+    """What `_grid_read_kernel` must store for input set `x`: wrapping int32 sums, (splits, m blocks, N tiles)."""
+    _, _, sorted_expert_ids, num_valid_ids, _ = moe_sorting(
+        x.topk_ids, x.topk_weights, EXPERTS, BLOCK_M, MODEL_DIM, x.hidden.dtype)
+    m_blocks = triton.cdiv(sorted_size(tokens, TOPK, EXPERTS, BLOCK_M), BLOCK_M)
+    valid = min(m_blocks, int(num_valid_ids[0]) // BLOCK_M)
+    splits = max(splitk, 1)
+    words = x.w1.view(torch.int32)[sorted_expert_ids[:valid].long()].long()  # (blocks, 2N, K words)
+    words = words.reshape(valid, 2 * INTER // block_n, block_n, splits, -1).sum((2, 4))  # (blocks, 2N tiles, splits)
+    if splitk <= 1:  # a fused program reads gate tile n and up tile n
+        words = words[:, : INTER // block_n] + words[:, INTER // block_n:]
+    want = torch.zeros(splits, m_blocks, words.shape[1], dtype=torch.int64, device=words.device)
+    want[:, :valid] = words.permute(2, 0, 1)
+    return (want + 2**31) % 2**32 - 2**31
+
+
+def grid_floor(sets, tokens, quant, name, splitk):
+    """The fastest no-math read on variant `name`'s stage1 grid (`splitk`), over a small sweep, checked: its config."""
+    splits = max(splitk, 1)
+    k_words = MODEL_DIM // 4 // splits if quant is Quant.PER_1X128 else MODEL_DIM // 2 // splits
+    configs = [(block_n, block_kw, warps, stages)
+               for block_n in ((16, 32, 64) if splitk <= 1 else (16, 32, 64, 128))
+               for block_kw in (32, 64, 128) if k_words % block_kw == 0
+               for warps in (4, 8) for stages in (2, 3)]
+    timed = [(cfg, replay_us(grid_floor_calls(sets, tokens, splitk, cfg, memset=False), reps=10))
+             for cfg in configs]
+    for cfg, us in timed:
+        SWEPT.append(dict(quant=quant.value, tokens=tokens, variant=GRID_FLOOR.format(name), config=repr(cfg), us=us))
+    best = min(timed, key=lambda t: t[1])[0]
+    got = grid_floor_calls(sets[:1], tokens, splitk, best, memset=False)[0]()
+    want = grid_floor_want(sets[0], tokens, splitk, best[0])
+    assert torch.equal(got.long(), want), f"{GRID_FLOOR.format(name)}: a program did not read its own tiles"
     return best
 
 
@@ -251,6 +347,26 @@ def sweep(sets, tokens, quant, splitk):
     return best
 
 
+def grid_floor_lines(plain, split, by_variant):
+    """What each variant's math costs over its own grid's read floor, and what split-K's may cost to win."""
+    plain_grid = by_variant.get(GRID_FLOOR.format("ksplit=1"))
+    split_grid = by_variant.get(GRID_FLOOR.format(split["variant"]))
+    split_grid_memset = by_variant.get(GRID_FLOOR.format(split["variant"]) + AFTER_MEMSET)
+    if not (plain_grid and split_grid and split_grid_memset):
+        return []
+    name = split["variant"]
+    lines = [f"    on each one's own grid, read only: ksplit=1 {plain_grid['stage1_us']:.1f} us; {name} "
+             f"{split_grid['stage1_us']:.1f} us, {split_grid_memset['stage1_us']:.1f} us after CK's memset"]
+    math = f"    math over the grid floor: ksplit=1 {plain['stage1_us'] - plain_grid['stage1_us']:.1f} us"
+    alone = by_variant.get(f"{name}, no memset")
+    if alone:
+        math += f", {name} {alone['stage1_us'] - split_grid['stage1_us']:.1f} us"
+    room = plain["stage1_us"] - split_grid_memset["stage1_us"]
+    lines.append(math + (f"; {name} would win only with math under {room:.1f} us" if room > 0 else
+                         f"; {name} cannot win on its grid here, with no math at all"))
+    return lines
+
+
 def bars(rows):
     """Issue 2's bars, read off the rows: lines of figures and whether each is met."""
     def find(quant, tokens, pick):
@@ -270,12 +386,15 @@ def bars(rows):
         if tokens <= 4 and split and plain:
             lines.append(f"  fp8 T={tokens}: {split['variant']} {split['stage1_us']:.1f} us against ksplit=1 "
                          f"{plain['stage1_us']:.1f} us: {verdict(split['stage1_us'] < plain['stage1_us'])}")
-        floor = find("per_1x128", tokens, lambda r: r["variant"] == f"{FLOOR} after CK's memset")
+        floor = find("per_1x128", tokens, lambda r: r["variant"] == FLOOR + AFTER_MEMSET)
         if tokens <= 4 and floor and plain:
             room = plain["stage1_us"] - floor["stage1_us"]
             lines.append(f"    the routed weights' read floor after CK's memset: {floor['stage1_us']:.1f} us, "
                          + (f"{room:.1f} us under ksplit=1" if room > 0 else
                             f"{-room:.1f} us over ksplit=1: no split-K stage1 can beat it here"))
+        if tokens <= 4 and split and plain:
+            fp8 = {r["variant"]: r for r in rows if r["quant"] == "per_1x128" and r["tokens"] == tokens}
+            lines += grid_floor_lines(plain, split, fp8)
         ours = [r for r in rows if r["quant"] == "none" and r["tokens"] == tokens
                 and (r["heuristic"] or r["variant"] == "ksplit=1")]
         grouped = find("none", tokens, lambda r: r["variant"] == "torch._grouped_mm")
@@ -299,7 +418,8 @@ def main(argv=None):
                              "it shows what the memset node costs)")
     parser.add_argument("--floor", action="store_true",
                         help="also time the fastest read of the routed weights with no math, alone and after "
-                             "CK's memset: the floor for stage1, and for split-K stage1 with its memset")
+                             "CK's memset: the floor for stage1, and for split-K stage1 with its memset; and the "
+                             "same read on each variant's own grid and tile walk, to split partition from math")
     parser.add_argument("--rounds", type=int, default=1,
                         help="time the variants of each T in this many interleaved rounds; report the median")
     args = parser.parse_args(argv)
@@ -328,6 +448,8 @@ def main(argv=None):
                     cfg, _ = sweep(sets, tokens, quant, splitk)
                 chosen[name] = (splitk, cfg, *check(sets, tokens, quant, splitk, cfg))
             floor_cfg = read_floor(sets, tokens, quant)[0] if args.floor else None
+            grid_cfgs = {name: grid_floor(sets, tokens, quant, name, splitk)
+                         for name, (splitk, *_) in chosen.items()} if args.floor else {}
             # Timed in interleaved rounds, so that drift over a long sweep lands on every variant alike.
             stage1_us = {}
             for _ in range(args.rounds):
@@ -339,6 +461,11 @@ def main(argv=None):
                     for memset in (False, True):
                         calls = floor_calls(sets, tokens, floor_cfg, memset)
                         stage1_us.setdefault((FLOOR, memset), []).append(replay_us(calls))
+                for name, cfg in grid_cfgs.items():
+                    splitk = chosen[name][0]
+                    for memset in (False, True) if splitk > 1 else (False,):
+                        calls = grid_floor_calls(sets, tokens, splitk, cfg, memset)
+                        stage1_us.setdefault((GRID_FLOOR.format(name), memset), []).append(replay_us(calls))
             for name, (splitk, cfg, err1, err2) in chosen.items():
                 moe_us = replay_us([lambda x=x, s=splitk, q=quant: fused_moe(
                     x, block_m=BLOCK_M, splitk=s, policy=Policy.PR2551, quant=q, contract=CONTRACT)
@@ -352,12 +479,16 @@ def main(argv=None):
                     rows.append(dict(rows[-1], variant=f"{name}, no memset", heuristic=False,
                                      **stage1_figures(us, nbytes, bw),
                                      moe_us=float("nan"), stage1_rel_err=float("nan"), moe_rel_err=float("nan")))
-            for memset in (False, True) if floor_cfg else ():
-                us = statistics.median(stage1_us[FLOOR, memset])
-                rows.append(dict(quant=quant.value, dtype=dtype, tokens=tokens,
-                                 variant=f"{FLOOR} after CK's memset" if memset else FLOOR, splitk=0, heuristic=False,
-                                 **stage1_figures(us, nbytes, bw), moe_us=float("nan"),
-                                 stage1_rel_err=float("nan"), moe_rel_err=float("nan"), config=repr(floor_cfg)))
+            floors = [(FLOOR, 0, floor_cfg)] if floor_cfg else []
+            floors += [(GRID_FLOOR.format(name), chosen[name][0], cfg) for name, cfg in grid_cfgs.items()]
+            for name, splitk, cfg in floors:
+                for memset in (False, True):
+                    if (name, memset) in stage1_us:
+                        us = statistics.median(stage1_us[name, memset])
+                        rows.append(dict(quant=quant.value, dtype=dtype, tokens=tokens,
+                                         variant=name + AFTER_MEMSET if memset else name, splitk=splitk,
+                                         heuristic=False, **stage1_figures(us, nbytes, bw), moe_us=float("nan"),
+                                         stage1_rel_err=float("nan"), moe_rel_err=float("nan"), config=repr(cfg)))
             if quant is Quant.NONE:
                 try:
                     us = replay_us(grouped_mm_calls(sets, tokens))
