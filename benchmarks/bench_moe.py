@@ -98,13 +98,17 @@ def stage1_bytes(inputs, quant):
     return w + scales + inputs.hidden.numel() * elem
 
 
+def sorting(x):
+    """`moe_sorting` of input set `x` at this shape: (sorted_ids, weights, expert ids, num_valid_ids, moe_buf)."""
+    return moe_sorting(x.topk_ids, x.topk_weights, EXPERTS, BLOCK_M, MODEL_DIM, x.hidden.dtype)
+
+
 def stage1_calls(sets, tokens, quant, splitk, config=None, memset=True):
     """One closure per input set: [memset +] stage1 as the wrapper runs it (memset=False: the kernel alone)."""
     calls = []
     rows = sorted_size(tokens, TOPK, EXPERTS, BLOCK_M)
     for x in sets:
-        sorted_ids, _, sorted_expert_ids, num_valid_ids, _ = moe_sorting(
-            x.topk_ids, x.topk_weights, EXPERTS, BLOCK_M, MODEL_DIM, x.hidden.dtype)
+        sorted_ids, _, sorted_expert_ids, num_valid_ids, _ = sorting(x)
         a1, a1_scale = per_1x128_quant(x.hidden) if quant is Quant.PER_1X128 else (x.hidden, None)
         split = splitk > 1
 
@@ -203,8 +207,8 @@ def _grid_read_kernel(w_ptr, sorted_expert_ids_ptr, num_valid_ids_ptr, out_ptr, 
     if pid_m * BLOCK_M < tl.load(num_valid_ids_ptr):
         expert = tl.load(sorted_expert_ids_ptr + pid_m).to(tl.int64)
         rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        words = pid_k * k_words + tl.arange(0, BLOCK_KW)
-        ptrs = w_ptr + expert * stride_we + rows.to(tl.int64)[:, None] * stride_wn + words[None, :]
+        offs_w = pid_k * k_words + tl.arange(0, BLOCK_KW)
+        ptrs = w_ptr + expert * stride_we + rows.to(tl.int64)[:, None] * stride_wn + offs_w[None, :]
         acc = tl.zeros((BLOCK_N, BLOCK_KW), dtype=tl.int32)
         for kk in tl.range(0, k_words, BLOCK_KW, num_stages=STAGES):
             acc += tl.load(ptrs + kk)
@@ -214,6 +218,11 @@ def _grid_read_kernel(w_ptr, sorted_expert_ids_ptr, num_valid_ids_ptr, out_ptr, 
     tl.store(out_ptr + (pid_k * tl.num_programs(1) + pid_m) * tl.num_programs(0) + pid_n, total)
 
 
+def m_blocks(tokens):
+    """Stage1's grid rows: ceil(sorted_size / block_m)."""
+    return triton.cdiv(sorted_size(tokens, TOPK, EXPERTS, BLOCK_M), BLOCK_M)
+
+
 def grid_floor_calls(sets, tokens, splitk, config, memset):
     """One closure per input set: `_grid_read_kernel` on the grid of stage1 at `splitk` [after CK's memset].
 
@@ -221,12 +230,10 @@ def grid_floor_calls(sets, tokens, splitk, config, memset):
     """
     block_n, block_kw, warps, stages = config
     paired, splits = splitk <= 1, max(splitk, 1)
-    m_blocks = triton.cdiv(sorted_size(tokens, TOPK, EXPERTS, BLOCK_M), BLOCK_M)
-    grid = (triton.cdiv(INTER if paired else 2 * INTER, block_n), m_blocks, splits)
+    grid = (triton.cdiv(INTER if paired else 2 * INTER, block_n), m_blocks(tokens), splits)
     calls = []
     for x in sets:
-        _, _, sorted_expert_ids, num_valid_ids, _ = moe_sorting(
-            x.topk_ids, x.topk_weights, EXPERTS, BLOCK_M, MODEL_DIM, x.hidden.dtype)
+        _, _, sorted_expert_ids, num_valid_ids, _ = sorting(x)
         words = x.w1.view(torch.int32)
 
         def call(words=words, sorted_expert_ids=sorted_expert_ids, num_valid_ids=num_valid_ids):
@@ -244,24 +251,22 @@ def grid_floor_calls(sets, tokens, splitk, config, memset):
 
 def grid_floor_want(x, tokens, splitk, block_n):
     """What `_grid_read_kernel` must store for input set `x`: wrapping int32 sums, (splits, m blocks, N tiles)."""
-    _, _, sorted_expert_ids, num_valid_ids, _ = moe_sorting(
-        x.topk_ids, x.topk_weights, EXPERTS, BLOCK_M, MODEL_DIM, x.hidden.dtype)
-    m_blocks = triton.cdiv(sorted_size(tokens, TOPK, EXPERTS, BLOCK_M), BLOCK_M)
-    valid = min(m_blocks, int(num_valid_ids[0]) // BLOCK_M)
+    _, _, sorted_expert_ids, num_valid_ids, _ = sorting(x)
+    blocks = m_blocks(tokens)
+    valid = min(blocks, int(num_valid_ids[0]) // BLOCK_M)
     splits = max(splitk, 1)
     words = x.w1.view(torch.int32)[sorted_expert_ids[:valid].long()].long()  # (blocks, 2N, K words)
     words = words.reshape(valid, 2 * INTER // block_n, block_n, splits, -1).sum((2, 4))  # (blocks, 2N tiles, splits)
     if splitk <= 1:  # a fused program reads gate tile n and up tile n
         words = words[:, : INTER // block_n] + words[:, INTER // block_n:]
-    want = torch.zeros(splits, m_blocks, words.shape[1], dtype=torch.int64, device=words.device)
+    want = torch.zeros(splits, blocks, words.shape[1], dtype=torch.int64, device=words.device)
     want[:, :valid] = words.permute(2, 0, 1)
     return (want + 2**31) % 2**32 - 2**31
 
 
 def grid_floor(sets, tokens, quant, name, splitk):
     """The fastest no-math read on variant `name`'s stage1 grid (`splitk`), over a small sweep, checked: its config."""
-    splits = max(splitk, 1)
-    k_words = MODEL_DIM // 4 // splits if quant is Quant.PER_1X128 else MODEL_DIM // 2 // splits
+    k_words = sets[0].w1.view(torch.int32).shape[2] // max(splitk, 1)
     configs = [(block_n, block_kw, warps, stages)
                for block_n in ((16, 32, 64) if splitk <= 1 else (16, 32, 64, 128))
                for block_kw in (32, 64, 128) if k_words % block_kw == 0
