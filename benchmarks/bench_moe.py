@@ -14,6 +14,7 @@ import argparse
 import json
 import statistics
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -162,7 +163,7 @@ def floor_calls(sets, tokens, config, memset):
         def call(words=words, experts=experts, expert_words=expert_words):
             if memset:
                 ck_memset(tokens)
-            sums = torch.empty(len(experts), chunks, dtype=torch.int32, device="cuda")
+            sums = torch.empty(len(experts), chunks, dtype=torch.int32, device=words.device)
             _read_kernel[(len(experts), chunks)](words, experts, sums, expert_words, CHUNK=expert_words // chunks,
                                                  BLOCK=block, num_warps=warps)
             return sums
@@ -171,25 +172,39 @@ def floor_calls(sets, tokens, config, memset):
     return calls
 
 
+def wrapped_int32(sums):
+    """int64 sums as the kernels' wrapping int32 accumulators hold them."""
+    return (sums + 2**31) % 2**32 - 2**31
+
+
+def fastest_read(sets, tokens, quant, name, configs, calls, want):
+    """The fastest of `configs` for a no-math read, its output checked word for word: its config.
+
+    `calls(sets, cfg)` builds the read's closures; `want(x, cfg)` is what the first's must return.
+    """
+    timed = [(cfg, replay_us(calls(sets, cfg), reps=10)) for cfg in configs]
+    for cfg, us in timed:
+        SWEPT.append(dict(quant=quant.value, tokens=tokens, variant=name, config=repr(cfg), us=us))
+    best = min(timed, key=lambda t: t[1])[0]
+    got = calls(sets[:1], best)[0]()
+    assert torch.equal(got.long(), want(sets[0], best)), f"{name}: a program did not read its own words"
+    return best
+
+
 def read_floor(sets, tokens, quant):
-    """The fastest read of the routed weights over a small sweep, checked word for word: (config, us)."""
-    x = sets[0]
-    words = x.w1.view(torch.int32)
-    expert_words = words[0].numel()
+    """The fastest read of the routed weights over a small sweep, checked word for word: its config."""
+    expert_words = sets[0].w1[0].view(torch.int32).numel()
     # On an H100 (benchmarks/NOTES.md, session 6) the fastest of 60 configs read 28 KB a program (128
     # chunks an fp8 expert) with 8 warps, and 2 or 4 stages were alike; 8 chunks were 1.2 us slower at T=4.
     configs = [(chunks, block, warps) for chunks in (16, 32, 64, 128) for block in (1024, 2048) for warps in (4, 8)
                if expert_words % (chunks * block) == 0]
-    timed = [(cfg, replay_us(floor_calls(sets, tokens, cfg, memset=False), reps=10)) for cfg in configs]
-    for cfg, us in timed:
-        SWEPT.append(dict(quant=quant.value, tokens=tokens, variant=FLOOR, config=repr(cfg), us=us))
-    best = min(timed, key=lambda t: t[1])
-    sums = floor_calls([x], tokens, best[0], memset=False)[0]()
-    experts = routed_experts(x)
-    want = words[experts].reshape(len(experts), best[0][0], -1).sum(-1)  # int64
-    want = (want + 2**31) % 2**32 - 2**31
-    assert torch.equal(sums.long(), want), "the read floor's kernel did not read every word"
-    return best
+
+    def want(x, cfg):
+        experts = routed_experts(x)
+        return wrapped_int32(x.w1.view(torch.int32)[experts].reshape(len(experts), cfg[0], -1).sum(-1))
+
+    return fastest_read(sets, tokens, quant, FLOOR, configs,
+                        lambda sets, cfg: floor_calls(sets, tokens, cfg, memset=False), want)
 
 
 @triton.jit
@@ -261,7 +276,7 @@ def grid_floor_want(x, tokens, splitk, block_n):
         words = words[:, : INTER // block_n] + words[:, INTER // block_n:]
     want = torch.zeros(splits, blocks, words.shape[1], dtype=torch.int64, device=words.device)
     want[:, :valid] = words.permute(2, 0, 1)
-    return (want + 2**31) % 2**32 - 2**31
+    return wrapped_int32(want)
 
 
 def grid_floor(sets, tokens, quant, name, splitk):
@@ -271,15 +286,9 @@ def grid_floor(sets, tokens, quant, name, splitk):
                for block_n in ((16, 32, 64) if splitk <= 1 else (16, 32, 64, 128))
                for block_kw in (32, 64, 128) if k_words % block_kw == 0
                for warps in (4, 8) for stages in (2, 3)]
-    timed = [(cfg, replay_us(grid_floor_calls(sets, tokens, splitk, cfg, memset=False), reps=10))
-             for cfg in configs]
-    for cfg, us in timed:
-        SWEPT.append(dict(quant=quant.value, tokens=tokens, variant=GRID_FLOOR.format(name), config=repr(cfg), us=us))
-    best = min(timed, key=lambda t: t[1])[0]
-    got = grid_floor_calls(sets[:1], tokens, splitk, best, memset=False)[0]()
-    want = grid_floor_want(sets[0], tokens, splitk, best[0])
-    assert torch.equal(got.long(), want), f"{GRID_FLOOR.format(name)}: a program did not read its own tiles"
-    return best
+    return fastest_read(sets, tokens, quant, GRID_FLOOR.format(name), configs,
+                        lambda sets, cfg: grid_floor_calls(sets, tokens, splitk, cfg, memset=False),
+                        lambda x, cfg: grid_floor_want(x, tokens, splitk, cfg[0]))
 
 
 def stage1_figures(us, nbytes, bw):
@@ -452,9 +461,15 @@ def main(argv=None):
                 if args.sweep and (quant is Quant.PER_1X128 or tokens == args.tokens[0]):
                     cfg, _ = sweep(sets, tokens, quant, splitk)
                 chosen[name] = (splitk, cfg, *check(sets, tokens, quant, splitk, cfg))
-            floor_cfg = read_floor(sets, tokens, quant)[0] if args.floor else None
-            grid_cfgs = {name: grid_floor(sets, tokens, quant, name, splitk)
-                         for name, (splitk, *_) in chosen.items()} if args.floor else {}
+            # (row name, splitk, config, memsets timed, closures at a memset): the no-math reads.
+            floors = []
+            if args.floor:
+                cfg = read_floor(sets, tokens, quant)
+                floors.append((FLOOR, 0, cfg, (False, True), partial(floor_calls, sets, tokens, cfg)))
+                for name, (splitk, *_) in chosen.items():
+                    cfg = grid_floor(sets, tokens, quant, name, splitk)
+                    floors.append((GRID_FLOOR.format(name), splitk, cfg, (False, True) if splitk > 1 else (False,),
+                                   partial(grid_floor_calls, sets, tokens, splitk, cfg)))
             # Timed in interleaved rounds, so that drift over a long sweep lands on every variant alike.
             stage1_us = {}
             for _ in range(args.rounds):
@@ -462,15 +477,9 @@ def main(argv=None):
                     for memset in (True, False) if args.kernel_only and splitk > 1 else (True,):
                         calls = stage1_calls(sets, tokens, quant, splitk, cfg, memset=memset)
                         stage1_us.setdefault((name, memset), []).append(replay_us(calls))
-                if floor_cfg:
-                    for memset in (False, True):
-                        calls = floor_calls(sets, tokens, floor_cfg, memset)
-                        stage1_us.setdefault((FLOOR, memset), []).append(replay_us(calls))
-                for name, cfg in grid_cfgs.items():
-                    splitk = chosen[name][0]
-                    for memset in (False, True) if splitk > 1 else (False,):
-                        calls = grid_floor_calls(sets, tokens, splitk, cfg, memset)
-                        stage1_us.setdefault((GRID_FLOOR.format(name), memset), []).append(replay_us(calls))
+                for name, _, _, memsets, calls in floors:
+                    for memset in memsets:
+                        stage1_us.setdefault((name, memset), []).append(replay_us(calls(memset)))
             for name, (splitk, cfg, err1, err2) in chosen.items():
                 moe_us = replay_us([lambda x=x, s=splitk, q=quant: fused_moe(
                     x, block_m=BLOCK_M, splitk=s, policy=Policy.PR2551, quant=q, contract=CONTRACT)
@@ -484,16 +493,13 @@ def main(argv=None):
                     rows.append(dict(rows[-1], variant=f"{name}, no memset", heuristic=False,
                                      **stage1_figures(us, nbytes, bw),
                                      moe_us=float("nan"), stage1_rel_err=float("nan"), moe_rel_err=float("nan")))
-            floors = [(FLOOR, 0, floor_cfg)] if floor_cfg else []
-            floors += [(GRID_FLOOR.format(name), chosen[name][0], cfg) for name, cfg in grid_cfgs.items()]
-            for name, splitk, cfg in floors:
-                for memset in (False, True):
-                    if (name, memset) in stage1_us:
-                        us = statistics.median(stage1_us[name, memset])
-                        rows.append(dict(quant=quant.value, dtype=dtype, tokens=tokens,
-                                         variant=name + AFTER_MEMSET if memset else name, splitk=splitk,
-                                         heuristic=False, **stage1_figures(us, nbytes, bw), moe_us=float("nan"),
-                                         stage1_rel_err=float("nan"), moe_rel_err=float("nan"), config=repr(cfg)))
+            for name, splitk, cfg, memsets, _ in floors:
+                for memset in memsets:
+                    us = statistics.median(stage1_us[name, memset])
+                    rows.append(dict(quant=quant.value, dtype=dtype, tokens=tokens,
+                                     variant=name + AFTER_MEMSET if memset else name, splitk=splitk,
+                                     heuristic=False, **stage1_figures(us, nbytes, bw), moe_us=float("nan"),
+                                     stage1_rel_err=float("nan"), moe_rel_err=float("nan"), config=repr(cfg)))
             if quant is Quant.NONE:
                 try:
                     us = replay_us(grouped_mm_calls(sets, tokens))
@@ -502,7 +508,7 @@ def main(argv=None):
                                      stage1_rel_err=float("nan"), moe_rel_err=float("nan"), config=""))
                 except Exception as exc:
                     print(f"torch._grouped_mm failed at T={tokens}: {type(exc).__name__}: {exc}")
-            del sets
+            del sets, floors  # floors hold the sets too
             torch.cuda.empty_cache()
     print("\n| quant | T | variant | stage1 us | TB/s | % read BW | MoE us | stage1 err | MoE err |")
     print("|---|---|---|---|---|---|---|---|---|")
