@@ -1,10 +1,10 @@
 """This repository runs its scenarios through the graph-harness pytest plugin, as a kernel team's would.
 
-`pip install -e .` registers it (the `graph_harness` pytest11 entry point); a checkout run without
-installing loads it from here.
+The plugin is the `graph_harness` pytest11 entry point that `pip install -e .` registers; the package it
+imports, graph_harness, exists only once installed (harness/ is its source, under another name).
 """
 
 import importlib.metadata
 
-if not any(ep.value == "harness.plugin" for ep in importlib.metadata.entry_points(group="pytest11")):
-    pytest_plugins = ["harness.plugin"]
+if not any(ep.value == "graph_harness.plugin" for ep in importlib.metadata.entry_points(group="pytest11")):
+    raise ImportError("graph-harness is not installed in this environment: run `pip install -e .` first")

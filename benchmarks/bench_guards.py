@@ -11,21 +11,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from statistics import median
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from harness.capture import CudaGraphBackend  # noqa: E402
-from harness.guard import GuardMode  # noqa: E402
-from harness.run import guards_for, resolve_cases  # noqa: E402
-from harness.scenario import find_scenario_dir, load_scenarios, scenario_files  # noqa: E402
-from harness.workload import MoEWeights, MoEWorkload  # noqa: E402
-from kernels.contracts import Policy  # noqa: E402
+from graph_harness.core.capture import CudaGraphBackend
+from graph_harness.core.guard import GuardMode
+from graph_harness.kernels.contracts import Policy
+from graph_harness.moe.run import guards_for, resolve_cases
+from graph_harness.moe.scenario import MoEScenario
+from graph_harness.moe.workload import MoEWeights, MoEWorkload
+from graph_harness.suite.files import builtin_scenario_dir, load_scenarios, scenario_files
 
 
 def _time(fn, iters: int) -> float:  # type: ignore[no-untyped-def]
@@ -62,18 +60,17 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    scenarios = load_scenarios(scenario_files(find_scenario_dir()))
-    (case,) = resolve_cases(args.scenario, scenarios[args.scenario], Policy(args.policy), [args.tokens], "gpu")
+    scenario = load_scenarios(scenario_files(builtin_scenario_dir()))[args.scenario]
+    assert isinstance(scenario, MoEScenario), f"{args.scenario} is not an MoE scenario"
+    (case,) = resolve_cases(args.scenario, scenario, Policy(args.policy), [args.tokens], "gpu")
     device = torch.device("cuda", torch.cuda.current_device())
-    workload = MoEWorkload(case, MoEWeights.for_case(case, device), device)
-    inputs = workload.inputs(case.seed + 1)
-
     guards = guards_for([case], device)
     guards.reserve()
-    with guards.tagged(case.tokens), GuardMode(guards), guards.named("input"):
-        static = {k: torch.zeros_like(v) for k, v in inputs.items()}  # zeros: `arm` re-poisons empties
-    for k, v in inputs.items():
-        static[k].copy_(v)
+    weights = MoEWeights.for_case(case, device)
+    workload = MoEWorkload(case, weights.adopted(guards), device)  # the weights in the slab, as run_cases has them
+    inputs = workload.inputs(case.seed + 1)
+    with guards.tagged(case.tokens):
+        static = {k: guards.adopt(v, f"input.{k}") for k, v in inputs.items()}
     backend = CudaGraphBackend()
     guards.arm("dense")
     with guards.tagged(case.tokens), guards.scope(), GuardMode(guards):
@@ -82,10 +79,11 @@ def main() -> None:
         graph = backend.capture(lambda: workload.run(static, lambda name: None), guards)
     backend.audit(graph, guards, "audit")
     plain_static = {k: v.clone() for k, v in inputs.items()}
-    backend.warmup(lambda: workload.run(plain_static, lambda name: None))
+    plain_workload = MoEWorkload(case, weights, device)
+    backend.warmup(lambda: plain_workload.run(plain_static, lambda name: None))
     plain = torch.cuda.CUDAGraph()
     with torch.cuda.graph(plain, pool=backend.pool):
-        workload.run(plain_static, lambda name: None)
+        plain_workload.run(plain_static, lambda name: None)
 
     guards.arm("nan")
     replay = _time(lambda: backend.replay(graph), args.iters)

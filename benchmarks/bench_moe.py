@@ -13,21 +13,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from functools import partial
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kernels._triton import tl, triton  # noqa: E402
-from kernels.contracts import Contract, MemsetRows, Policy, Quant, get_ksplit, get_padded_m, sorted_size  # noqa: E402
-from kernels.fused_moe import fused_moe, fused_moe_ref, make_inputs, stage1_ref  # noqa: E402
-from kernels.memset import raw_memset  # noqa: E402
-from kernels.moe_sorting import moe_sorting  # noqa: E402
-from kernels.moe_stage1 import moe_stage1  # noqa: E402
-from kernels.quant import per_1x128_quant  # noqa: E402
+from graph_harness.kernels._triton import tl, triton
+from graph_harness.kernels.contracts import Contract, MemsetRows, Policy, Quant, get_ksplit, get_padded_m, sorted_size
+from graph_harness.kernels.fused_moe import fused_moe, fused_moe_ref, make_inputs, stage1_ref
+from graph_harness.kernels.memset import raw_memset
+from graph_harness.kernels.moe_sorting import moe_sorting
+from graph_harness.kernels.moe_stage1 import moe_stage1
+from graph_harness.kernels.quant import per_1x128_quant
 
 MODEL_DIM, INTER, EXPERTS, TOPK, BLOCK_M = 7168, 256, 257, 9, 16
 ROTATE = 8

@@ -42,7 +42,7 @@ def run(index: int, workers: int, out: Path, pytest_args: list[str]) -> dict[str
     devices = {w: device for w, device, _, _ in found}
     busy = {w: f"{cases} cases, {float(seconds):.0f} s" for w, _, cases, seconds in found}
     summary = next((line for line in reversed(lines) if _OUTCOMES.search(line)), "")
-    verdicts = {(r["scenario"], r["policy"], r["capture_size"]): r["verdict"]
+    verdicts = {(r["scenario"], r["variant"], r["capture_size"]): r["verdict"]
                 for r in (json.loads(results.read_text()) if results.exists() else [])}
     return {"workers": workers, "wall_s": wall, "rc": child.returncode, "devices": devices, "busy": busy,
             "outcomes": dict((kind, int(n)) for n, kind in _OUTCOMES.findall(summary)), "verdicts": verdicts}

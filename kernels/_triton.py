@@ -1,30 +1,17 @@
-"""Import triton the one way: interpreted on CPU tensors when no GPU is visible.
+"""Kernel-side helpers for running the same Triton kernels compiled on a GPU and interpreted on CPU.
 
-`TRITON_INTERPRET` is read when triton is first imported, so every kernel module imports
-triton through here. A value set by the user is left alone.
+triton itself is imported through `graph_harness.core.triton_env`, which decides interpretation.
 """
-
-import os
 
 import torch
 
-if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"
+from graph_harness.core.triton_env import INTERPRET, device, tl, triton
 
-import triton  # noqa: E402
-import triton.language as tl  # noqa: E402
-
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-__all__ = ["INTERPRET", "tl", "triton"]
+__all__ = ["INTERPRET", "cast_rne", "device", "fp8_operand", "fp8_table", "store_mantissa", "tl", "triton"]
 
 _FP8 = (torch.float8_e4m3fn, torch.float8_e5m2)
 _FP8_TABLES: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
 
-
-def device() -> torch.device:
-    """Where the kernels run: the current GPU, or the CPU under the interpreter."""
-    return torch.device("cpu") if INTERPRET else torch.device("cuda", torch.cuda.current_device())
 
 # The interpreter casts fp32 to bf16 and fp8 by truncation (triton 3.9; compiled code rounds to
 # nearest even): up to 1 ulp, 12.5% for e4m3. It also garbles fp32 subnormals cast to bf16.

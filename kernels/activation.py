@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels._triton import INTERPRET, cast_rne, store_mantissa, tl, triton
-from kernels.contracts import Activation
+from graph_harness.kernels._triton import INTERPRET, cast_rne, store_mantissa, tl, triton
+from graph_harness.kernels.contracts import Activation
 
 _BLOCK = 1024
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.activation import act_and_mul, act_and_mul_ref
-from kernels.contracts import (
+from graph_harness.kernels.activation import act_and_mul, act_and_mul_ref
+from graph_harness.kernels.contracts import (
     DEFAULT_CONTRACT,
     Activation,
     Policy,
@@ -24,10 +24,10 @@ from kernels.contracts import (
     stage1_buffer,
     stage1_mode,
 )
-from kernels.moe_sorting import moe_sorting
-from kernels.moe_stage1 import moe_stage1
-from kernels.moe_stage2 import moe_stage2
-from kernels.quant import (
+from graph_harness.kernels.moe_sorting import moe_sorting
+from graph_harness.kernels.moe_stage1 import moe_stage1
+from graph_harness.kernels.moe_stage2 import moe_stage2
+from graph_harness.kernels.quant import (
     FP8,
     dequant_rows,
     dequant_weight_128x128,

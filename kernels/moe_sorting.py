@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels._triton import tl, triton
-from kernels.contracts import TOKEN_BITS, NegativeIds, max_num_m_blocks, max_num_tokens_padded
+from graph_harness.kernels._triton import tl, triton
+from graph_harness.kernels.contracts import TOKEN_BITS, NegativeIds, max_num_m_blocks, max_num_tokens_padded
 
 # One program per expert scans all T*topk ids; 1024 covers T=113 at topk 9 in one chunk.
 _SCAN_BLOCK = 1024

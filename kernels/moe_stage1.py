@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import torch
 
-from kernels._triton import INTERPRET, cast_rne, fp8_operand, fp8_table, store_mantissa, tl, triton
-from kernels.activation import act_fn
-from kernels.contracts import (
+from graph_harness.kernels._triton import INTERPRET, cast_rne, fp8_operand, fp8_table, store_mantissa, tl, triton
+from graph_harness.kernels.activation import act_fn
+from graph_harness.kernels.contracts import (
     DEFAULT_CONTRACT,
     QUANT_GROUP,
     TOKEN_BITS,
@@ -28,7 +28,7 @@ from kernels.contracts import (
     Padding,
     kbatch,
 )
-from kernels.memset import raw_memset
+from graph_harness.kernels.memset import raw_memset
 
 PADDING_CODE = {Padding.CLIPPED: 0, Padding.UNMASKED: 1, Padding.MASKED: 2}
 
@@ -82,7 +82,7 @@ def _moe_stage1_kernel(
             # A step covers BLOCK_K // SUB scale groups: fp8 takes one dot per 128-wide group.
             for sub in tl.static_range(BLOCK_K // SUB):
                 a = tl.load(a_ptrs + sub * SUB, mask=a_ok[:, None], other=0.0)
-                if TABLE:  # fp8 bytes, widened by table (kernels._triton.fp8_operand)
+                if TABLE:  # fp8 bytes, widened by table (graph_harness.kernels._triton.fp8_operand)
                     a = tl.load(table_ptr + a.to(tl.int32))
                 w = tl.load(w_ptrs + sub * SUB, mask=col_ok[None, :], other=0.0)
                 if TABLE:

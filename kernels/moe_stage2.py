@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from kernels._triton import INTERPRET, cast_rne, fp8_operand, fp8_table, store_mantissa, tl, triton
-from kernels.contracts import DEFAULT_CONTRACT, QUANT_GROUP, TOKEN_BITS, TOKEN_MASK, SortedTail
-from kernels.moe_stage1 import PADDING_CODE, _row_mask
+from graph_harness.kernels._triton import INTERPRET, cast_rne, fp8_operand, fp8_table, store_mantissa, tl, triton
+from graph_harness.kernels.contracts import DEFAULT_CONTRACT, QUANT_GROUP, TOKEN_BITS, TOKEN_MASK, SortedTail
+from graph_harness.kernels.moe_stage1 import PADDING_CODE, _row_mask
 
 
 @triton.jit
@@ -57,10 +57,10 @@ def _moe_stage2_kernel(
         for k0 in range(0, inter, BLOCK_K):
             k_ok = k0 + offs_k < inter
             a = tl.load(a_ptrs, mask=a_ok[:, None] & k_ok[None, :], other=0.0)
-            if TABLE:  # fp8 bytes, widened by table (kernels._triton.fp8_operand)
+            if TABLE:  # fp8 bytes, widened by table (graph_harness.kernels._triton.fp8_operand)
                 a = tl.load(table_ptr + a.to(tl.int32))
             w = tl.load(w_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-            if TABLE:  # fp8 bytes, widened by table (kernels._triton.fp8_operand)
+            if TABLE:  # fp8 bytes, widened by table (graph_harness.kernels._triton.fp8_operand)
                 w = tl.load(table_ptr + w.to(tl.int32))
             if UPCAST:
                 a = a.to(tl.float32)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels._triton import cast_rne, store_mantissa, tl, triton
-from kernels.contracts import QUANT_GROUP
+from graph_harness.kernels._triton import cast_rne, store_mantissa, tl, triton
+from graph_harness.kernels.contracts import QUANT_GROUP
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0

@@ -10,7 +10,8 @@ from typing import Literal
 from rich.table import Table
 from rich.text import Text
 
-from harness.results import VERDICTS, CaseResult, Environment
+from graph_harness.core.results import CaseResult, Environment
+from graph_harness.core.verdict import Verdict
 
 DEFAULT_LATENCY_THRESHOLD = 10.0  # percent; a CPU interpreter run varies by ~5% from one night to the next
 
@@ -19,8 +20,14 @@ Key = tuple[str, str, int]
 
 
 def case_key(result: CaseResult) -> Key:
-    """(scenario, policy, capture size): what a baseline case is matched on."""
-    return result.scenario, result.policy, result.capture_size
+    """(scenario, variant, capture size): what a baseline case is matched on."""
+    return result.scenario, result.variant, result.capture_size
+
+
+def splitk_of(result: CaseResult) -> int:
+    """The split-K a case ran with (an MoE case's `splitk` parameter); 0 for a case without one."""
+    value = result.params.get("splitk", 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 @dataclass(frozen=True)
@@ -32,20 +39,20 @@ class Summary:
     failed: int
     verdicts: tuple[tuple[str, int], ...]  # (verdict, cases) in precedence order, verdicts seen only
     scenarios: tuple[str, ...]
-    policies: tuple[str, ...]
+    variants: tuple[str, ...]
     environments: tuple[Environment, ...]
     failures: tuple[CaseResult, ...]
 
 
 def summarize(results: Sequence[CaseResult]) -> Summary:
-    """Pass/fail and verdict counts, the scenarios, policies and environments, and the failed cases."""
+    """Pass/fail and verdict counts, the scenarios, variants and environments, and the failed cases."""
     counts = Counter(r.verdict for r in results)
     failures = tuple(r for r in results if not r.passed)
     return Summary(
         cases=len(results), passed=len(results) - len(failures), failed=len(failures),
-        verdicts=tuple((v, counts[v]) for v in VERDICTS if counts[v]),
+        verdicts=tuple((v.value, counts[v]) for v in Verdict if counts[v]),
         scenarios=tuple(dict.fromkeys(r.scenario for r in results)),
-        policies=tuple(dict.fromkeys(r.policy for r in results)),
+        variants=tuple(dict.fromkeys(r.variant for r in results)),
         environments=tuple(dict.fromkeys(r.env for r in results)), failures=failures)
 
 
@@ -54,7 +61,7 @@ class CaseChange:
     """One case whose outcome changed against the baseline."""
 
     scenario: str
-    policy: str
+    variant: str
     capture_size: int
     expected: str
     before: str | None  # the baseline's verdict; None when the baseline did not run the case
@@ -69,7 +76,7 @@ class LatencyChange:
     """One case whose replay time grew past the threshold."""
 
     scenario: str
-    policy: str
+    variant: str
     capture_size: int
     splitk: int
     before_us: float
@@ -90,7 +97,7 @@ class BaselineDiff:
     dropped: int  # baseline cases not run now
     new_failures: tuple[CaseChange, ...]  # passed (or absent) in the baseline, fail now
     fixed: tuple[CaseChange, ...]  # failed in the baseline, pass now
-    detection_regressions: tuple[CaseChange, ...]  # a buggy policy's violation found in the baseline, missed now
+    detection_regressions: tuple[CaseChange, ...]  # a buggy variant's violation found in the baseline, missed now
     latency_regressions: tuple[LatencyChange, ...]
     threshold_pct: float
 
@@ -102,7 +109,7 @@ class BaselineDiff:
 
 def worse(a: CaseResult, b: CaseResult) -> CaseResult:
     """Of two seeds of one case, the failing one, else the higher-precedence verdict; `a` on a tie."""
-    return min(a, b, key=lambda r: (r.passed, VERDICTS.index(r.verdict)))
+    return min(a, b, key=lambda r: (r.passed, r.verdict.rank))
 
 
 def by_case(results: Iterable[CaseResult]) -> dict[Key, CaseResult]:
@@ -125,7 +132,7 @@ def compare(current: Sequence[CaseResult], baseline: Sequence[CaseResult],
     latency: list[LatencyChange] = []
     for key, r in now.items():
         old = before.get(key)
-        change = CaseChange(r.scenario, r.policy, r.capture_size, r.expected, None if old is None else old.verdict,
+        change = CaseChange(r.scenario, r.variant, r.capture_size, r.expected, None if old is None else old.verdict,
                             None if old is None else old.passed, r.verdict, r.passed, r.reason)
         if not r.passed and (old is None or old.passed):
             new_failures.append(change)
@@ -134,7 +141,7 @@ def compare(current: Sequence[CaseResult], baseline: Sequence[CaseResult],
         elif r.passed and old is not None and not old.passed:
             fixed.append(change)
         if old is not None and old.replay_us and r.replay_us is not None:
-            moved = LatencyChange(r.scenario, r.policy, r.capture_size, r.splitk, old.replay_us, r.replay_us)
+            moved = LatencyChange(r.scenario, r.variant, r.capture_size, splitk_of(r), old.replay_us, r.replay_us)
             if moved.percent > threshold_pct:
                 latency.append(moved)
     return BaselineDiff(
@@ -169,12 +176,12 @@ DiffRow = tuple[ChangeKind, tuple[str, str, str, str, str, str]]  # (kind, cells
 
 
 def _change_cells(label: str, change: CaseChange) -> tuple[str, str, str, str, str, str]:
-    return (label, change.scenario, change.policy, f"{change.capture_size:,}",
+    return (label, change.scenario, change.variant, f"{change.capture_size:,}",
             _outcome(change.before, change.before_passed), _outcome(change.after, change.after_passed))
 
 
 def diff_rows(diff: BaselineDiff) -> list[DiffRow]:
-    """(kind, (change, scenario, policy, T, baseline, now)) per change: detection regressions, other new failures,
+    """(kind, (change, scenario, variant, T, baseline, now)) per change: detection regressions, other new failures,
     fixes, then latency; a detection regression, also a new failure, is listed once, as the stronger."""
     detected = set(diff.detection_regressions)
     rows: list[DiffRow] = [("detection regression", _change_cells("detection regression", c))
@@ -183,7 +190,7 @@ def diff_rows(diff: BaselineDiff) -> list[DiffRow]:
     rows += [("fixed", _change_cells("fixed", c)) for c in diff.fixed]
     for moved in diff.latency_regressions:
         split = f"splitk {moved.splitk}" if moved.splitk > 1 else "ksplit 1"
-        rows.append(("latency", (f"latency ({split})", moved.scenario, moved.policy, f"{moved.capture_size:,}",
+        rows.append(("latency", (f"latency ({split})", moved.scenario, moved.variant, f"{moved.capture_size:,}",
                                  f"{moved.before_us:,.1f} us", f"{moved.after_us:,.1f} us ({moved.percent:+.1f}%)")))
     return rows
 
@@ -195,7 +202,7 @@ _STYLE: dict[ChangeKind, str] = {"detection regression": "red bold", "new failur
 def diff_table(diff: BaselineDiff) -> Table:
     """Every change against the baseline, one line each (its counts are `diff_headline`)."""
     table = Table(title="changes against the baseline")
-    for header in ("change", "scenario", "policy"):
+    for header in ("change", "scenario", "variant"):
         table.add_column(header, no_wrap=True)
     table.add_column("T", justify="right")
     table.add_column("baseline", no_wrap=True)

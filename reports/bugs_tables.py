@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from rich.table import Table
 from rich.text import Text
 
-from harness.bugs import Bug, Figures, Reproduction, Variant, figures
-from harness.results import CaseResult
-from harness.scenario import Scenario
-from reports.tables import fmt_count, fmt_error, fmt_ratio
+from graph_harness.core.results import CaseResult
+from graph_harness.reports.tables import fmt_count, fmt_error, fmt_ratio
+from graph_harness.suite.bugs import Bug, BugSide, Figures, Reproduction, figures
+from graph_harness.suite.files import Scenario
 
 
 def _range(found: Figures) -> str:
@@ -19,11 +19,11 @@ def _range(found: Figures) -> str:
     return f"{found.first:,} .. {found.last:,}"
 
 
-def _variant(variant: Variant) -> str:
-    return f"{variant.scenario} {variant.policy.value}"
+def _variant(variant: BugSide) -> str:
+    return f"{variant.scenario} {variant.variant}"
 
 
-def _column(variant: Variant, result: CaseResult, ok: bool, good: str, bad: str) -> list[str | Text]:
+def _column(variant: BugSide, result: CaseResult, ok: bool, good: str, bad: str) -> list[str | Text]:
     found = figures(variant, result)
     return [_variant(variant), found.verdict, variant.verdict, found.buffer or "-", fmt_count(found.allocated),
             fmt_count(found.written), fmt_ratio(found.ratio), _range(found), fmt_error(result.max_rel_err),
@@ -49,26 +49,24 @@ def reproduce_table(rep: Reproduction) -> Table:
 
 
 def _verdicts(scenario: Scenario) -> str:
-    return "\n".join(f"{policy.value}: {verdict}" for policy, verdict in scenario.policies.items())
+    return "\n".join(f"{variant}: {scenario.expected(variant)}" for variant in scenario.variant_names())
 
 
 def scenarios_table(scenarios: Mapping[str, Scenario]) -> Table:
-    """One line per scenario: its shape and sizes, the verdict each policy must get, and why it exists."""
+    """One line per scenario: what it runs and at which sizes, the verdict each variant must get, and why."""
     table = Table(title="scenarios (graph-harness run SCENARIO)")
     table.add_column("id", no_wrap=True)
-    table.add_column("K/N/E/topk\nsizes", no_wrap=True)
-    table.add_column("policies", no_wrap=True)
+    table.add_column("runs\nsizes", no_wrap=True)
+    table.add_column("variants", no_wrap=True)
     table.add_column("why")
     for scenario_id, s in scenarios.items():
-        m = s.model
         sizes = s.capture_sizes
         shown = ",".join(map(str, sizes)) if len(sizes) <= 4 else f"{len(sizes)} sizes"
-        table.add_row(scenario_id, f"{m.hidden}/{m.inter_per_rank}/{m.experts}/{m.topk}\nT {shown}", _verdicts(s),
-                      s.why)
+        table.add_row(scenario_id, f"{s.summary()}\nT {shown}", _verdicts(s), s.why)
     return table
 
 
-def _side(label: str, variant: Variant) -> str:
+def _side(label: str, variant: BugSide) -> str:
     figures_ = (f" {variant.buffer} {fmt_count(variant.allocated)} -> {fmt_count(variant.written)} B"
                 if variant.buffer else "")
     return f"{label} {_variant(variant)}\n  {variant.verdict}{figures_}"

@@ -6,7 +6,6 @@ import io
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
@@ -15,52 +14,46 @@ from typing import Any
 import pandas as pd  # type: ignore[import-untyped,unused-ignore]
 from pyarrow.lib import ArrowException  # type: ignore[import-untyped,unused-ignore]
 
-from harness.results import CaseResult, Environment
+from graph_harness.core.results import COLUMNS as FIELD_COLUMNS
+from graph_harness.core.results import JSON_COLUMNS, CaseResult
 
-ENV_COLUMNS: tuple[str, ...] = tuple(f"env_{f.name}" for f in fields(Environment))
 # Columns of CaseResult properties, not fields (`outside_bytes`: the sum over violations), there for filtering:
 # written from the property, neither required nor read back.
-DERIVED: tuple[str, ...] = ("outside_bytes",)
-# Column -> dtype: the timestamp, every CaseResult field but env, the DERIVED columns, and ENV_COLUMNS
-# (tests/test_report.py checks that none is left out). Violations and notes are JSON text, so that a CSV row holds
-# a whole case as a parquet row does.
-COLUMNS: dict[str, str] = {
-    "timestamp": "datetime64[us, UTC]", "scenario": "string", "policy": "string", "capture_size": "int64",
-    "seed": "int64", "block_m": "int64", "splitk": "int64", "backend": "string", "verdict": "string",
-    "expected": "string", "passed": "bool", "reason": "string", "max_rel_err": "float64", "tolerance": "float64",
-    "eager_us": "float64", "replay_us": "float64", "predicted_overflow_bytes": "int64", "outside_bytes": "int64",
-    "violations": "string", "error": "string", "notes": "string", **dict.fromkeys(ENV_COLUMNS, "string"),
-}
+DERIVED: dict[str, str] = {"outside_bytes": "int64"}
+# Column -> dtype: the timestamp, then every CaseResult field (env flattened to env_*; lists and mappings as
+# JSON text, so that a CSV row holds a whole case as a parquet row does), from the one schema in
+# graph_harness.core.results, then the DERIVED columns.
+COLUMNS: dict[str, str] = {"timestamp": "datetime64[us, UTC]", **FIELD_COLUMNS, **DERIVED}
 
 
 def results_frame(results: Sequence[CaseResult], timestamps: Sequence[datetime]) -> pd.DataFrame:
-    """One row per case, in order: its fields, violations and notes as JSON, its environment and timestamp."""
+    """One row per case, in order: its fields, its environment and timestamp."""
     if len(timestamps) != len(results):
         raise ValueError(f"{len(results)} results but {len(timestamps)} timestamps")
     rows: list[dict[str, Any]] = []
     for result, stamp in zip(results, timestamps, strict=True):
         record = result.record()
         env = record.pop("env")
-        record["violations"] = json.dumps(record["violations"])
-        record["notes"] = json.dumps(record["notes"])
-        rows.append({"timestamp": stamp, **record, **{name: getattr(result, name) for name in DERIVED},
-                     **{f"env_{k}": v for k, v in env.items()}})
+        for name in JSON_COLUMNS:
+            record[name] = json.dumps(record[name])
+        rows.append({"timestamp": stamp, **record, **{f"env_{k}": v for k, v in env.items()},
+                     **{name: getattr(result, name) for name in DERIVED}})
     columns = {name: pd.Series([row[name] for row in rows], dtype=dtype) for name, dtype in COLUMNS.items()}
     return pd.DataFrame(columns)
 
 
 def frame_results(frame: pd.DataFrame) -> list[CaseResult]:
     """The results a frame holds; ValueError names a missing column or the first bad row."""
-    missing = [c for c in COLUMNS if c not in frame.columns and c not in DERIVED]
+    missing = [c for c in FIELD_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
     results = []
     for index, row in enumerate(frame.to_dict("records")):
-        record = {k: _plain(row[k]) for k in COLUMNS if k != "timestamp" and k not in DERIVED}
+        record = {k: _plain(row[k]) for k in FIELD_COLUMNS}
         try:
-            record["violations"] = json.loads(record["violations"] or "[]")
-            record["notes"] = json.loads(record["notes"] or "[]")
-            record["env"] = {c.removeprefix("env_"): record.pop(c) for c in ENV_COLUMNS}
+            for name in JSON_COLUMNS:
+                record[name] = json.loads(record[name]) if record[name] is not None else None
+            record["env"] = {c.removeprefix("env_"): record.pop(c) for c in FIELD_COLUMNS if c.startswith("env_")}
             results.append(CaseResult.from_record(record))
         except (ValueError, TypeError) as err:  # json.JSONDecodeError is a ValueError
             raise ValueError(f"row {index + 1}: {err}") from err

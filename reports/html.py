@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from html import escape
 
-from harness.results import CaseResult, repro_command
-from reports.baseline import (
+from graph_harness.core.results import CaseResult
+from graph_harness.reports.baseline import (
     BaselineDiff,
     ChangeKind,
     Summary,
@@ -16,7 +16,7 @@ from reports.baseline import (
     diff_rows,
     job_failed,
 )
-from reports.summary import DIFF_HEADERS, RESULT_HEADERS, headline, result_rows, summary_lines
+from graph_harness.reports.summary import DIFF_HEADERS, RESULT_HEADERS, headline, result_rows, summary_lines
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -88,9 +88,10 @@ def report_html(results: Sequence[CaseResult], summary: Summary, diff: BaselineD
                 _table(DIFF_HEADERS, rows, classes) if rows else "<p>No change.</p>", "</section>"]
     if summary.failures:
         out += ['<section id="failures">', "<h2>Failures</h2>", "<ul>"]
-        out.extend(f"<li>{escape(f'{r.scenario} {r.policy} T={r.capture_size}')}: {escape(r.verdict)} "
-                   f"(expected {escape(r.expected)}): {escape(r.reason)}<br>repro: "
-                   f"<code>{escape(repro_command(r))}</code></li>" for r in summary.failures)
+        for r in summary.failures:
+            repro = f"<br>repro: <code>{escape(r.repro)}</code>" if r.repro else ""
+            out.append(f"<li>{escape(f'{r.scenario} {r.variant} T={r.capture_size}')}: {escape(r.verdict)} "
+                       f"(expected {escape(r.expected)}): {escape(r.reason)}{repro}</li>")
         out += ["</ul>", "</section>"]
     if images:
         out += ['<section id="figures">', "<h2>Figures</h2>"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from harness.results import CaseResult, repro_command
-from reports.baseline import BaselineDiff, Summary, diff_headline, diff_rows
-from reports.summary import DIFF_HEADERS, RESULT_HEADERS, headline, result_rows, summary_lines
+from graph_harness.core.results import CaseResult
+from graph_harness.reports.baseline import BaselineDiff, Summary, diff_headline, diff_rows
+from graph_harness.reports.summary import DIFF_HEADERS, RESULT_HEADERS, headline, result_rows, summary_lines
 
 
 def _cell(text: str) -> str:
@@ -32,8 +32,8 @@ def report_markdown(results: Sequence[CaseResult], summary: Summary, diff: Basel
     if summary.failures:
         out += ["", "## Failures", ""]
         for r in summary.failures:
-            out.append(f"- {r.scenario} {r.policy} T={r.capture_size}: {r.verdict} (expected {r.expected}): "
-                       f"{r.reason}; repro: `{repro_command(r)}`")
+            out.append(f"- {r.scenario} {r.variant} T={r.capture_size}: {r.verdict} (expected {r.expected}): "
+                       f"{r.reason}" + (f"; repro: `{r.repro}`" if r.repro else ""))
     if images:
         out += ["", "## Figures", ""]
         for alt, path in images:

@@ -12,17 +12,14 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import ScalarFormatter
 
-from harness.results import VERDICTS, CaseResult
-from reports.baseline import by_case
+from graph_harness.core.results import CaseResult
+from graph_harness.core.verdict import Verdict
+from graph_harness.reports.baseline import by_case, splitk_of
 
 DPI = 100
-VERDICT_COLOURS: dict[str, str] = {
-    "capture-error": "#7f0000", "crash": "#000000", "oob-write": "#d62728", "oob-read": "#ff7f0e",
-    "uninit-read": "#e377c2", "mismatch": "#bcbd22", "clean": "#2ca02c"}
+VERDICTS = list(Verdict)  # precedence order: a colour index per verdict
 # Cell labels fit a 0.55-inch column at 7 pt up to this many sizes; the 51 vLLM sizes get colour alone.
 _LABELLED_SIZES = 16
-_SHORT = {"capture-error": "cap", "crash": "crash", "oob-write": "oobW", "oob-read": "oobR", "uninit-read": "uninit",
-          "mismatch": "mism", "clean": "clean"}
 
 
 def _png(figure: Figure) -> bytes:
@@ -42,72 +39,72 @@ def _message(text: str) -> bytes:
 
 
 def verdict_heatmap(results: Sequence[CaseResult]) -> bytes:
-    """One panel per policy: scenarios down, capture sizes across, each cell coloured by verdict, failures boxed."""
+    """One panel per variant: scenarios down, capture sizes across, each cell coloured by verdict, failures boxed."""
     if not results:
         return _message("no results")
-    policies = list(dict.fromkeys(r.policy for r in results))
+    variants = list(dict.fromkeys(r.variant for r in results))
     scenarios = list(dict.fromkeys(r.scenario for r in results))
     sizes = sorted({r.capture_size for r in results})
-    cells = by_case(results)  # (scenario, policy, T): one seed per cell
-    cmap = ListedColormap([VERDICT_COLOURS[v] for v in VERDICTS]).with_extremes(bad="#eeeeee")  # grey: not run
+    cells = by_case(results)  # (scenario, variant, T): one seed per cell
+    cmap = ListedColormap([v.colour for v in VERDICTS]).with_extremes(bad="#eeeeee")  # grey: not run
     norm = BoundaryNorm([i - 0.5 for i in range(len(VERDICTS) + 1)], len(VERDICTS))
     width = 3.2 + 0.55 * max(len(sizes), 4)
     panel = 0.9 + 0.32 * len(scenarios)
-    figure = Figure(figsize=(width, panel * len(policies) + 0.9), layout="constrained")
-    axes = figure.subplots(len(policies), 1, squeeze=False)[:, 0]
-    for ax, policy in zip(axes, policies, strict=True):
+    figure = Figure(figsize=(width, panel * len(variants) + 0.9), layout="constrained")
+    axes = figure.subplots(len(variants), 1, squeeze=False)[:, 0]
+    for ax, variant in zip(axes, variants, strict=True):
         grid = [[math.nan] * len(sizes) for _ in scenarios]
         for (scenario, p, size), r in cells.items():
-            if p == policy:
-                grid[scenarios.index(scenario)][sizes.index(size)] = VERDICTS.index(r.verdict)
+            if p == variant:
+                grid[scenarios.index(scenario)][sizes.index(size)] = r.verdict.rank
         ax.imshow(grid, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
         for (scenario, p, size), r in cells.items():
-            if p != policy:
+            if p != variant:
                 continue
             y, x = scenarios.index(scenario), sizes.index(size)
             if not r.passed:
                 ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2.5))
             if len(sizes) <= _LABELLED_SIZES:
-                ax.text(x, y, _SHORT[r.verdict] + ("" if r.passed else "!"), ha="center", va="center", fontsize=7,
+                ax.text(x, y, r.verdict.short + ("" if r.passed else "!"), ha="center", va="center", fontsize=7,
                         color="white" if r.verdict != "mismatch" else "black")
-        ax.set_title(f"policy {policy}", fontsize=10, loc="left")
+        ax.set_title(f"variant {variant}", fontsize=10, loc="left")
         ax.set_xticks(range(len(sizes)), [str(t) for t in sizes], fontsize=7,
                       rotation=90 if len(sizes) > _LABELLED_SIZES else 0)
         ax.set_yticks(range(len(scenarios)), scenarios, fontsize=7)
         ax.set_xlabel("capture size T", fontsize=8)
-    handles = [Patch(color=VERDICT_COLOURS[v], label=v) for v in VERDICTS]
+    handles = [Patch(color=v.colour, label=v.value) for v in VERDICTS]
     handles.append(Patch(facecolor="white", edgecolor="black", linewidth=2.5, label="failed (!)"))
     figure.legend(handles=handles, loc="outside upper center", ncol=4, fontsize=8, frameon=False)
     return _png(figure)
 
 
 def latency_plot(results: Sequence[CaseResult]) -> bytes:
-    """Replay time against capture size, one panel per scenario, one line per policy; filled points split K."""
+    """Replay time against capture size, one panel per scenario, one line per variant; filled points split K."""
     timed = [r for r in results if r.replay_us is not None]
     if not timed:
         return _message("no replay timings")
     scenarios = list(dict.fromkeys(r.scenario for r in timed))
-    policies = list(dict.fromkeys(r.policy for r in timed))
-    colours = {p: f"C{i % 10}" for i, p in enumerate(policies)}
+    variants = list(dict.fromkeys(r.variant for r in timed))
+    colours = {p: f"C{i % 10}" for i, p in enumerate(variants)}
     columns = min(3, len(scenarios))
     rows = -(-len(scenarios) // columns)
     figure = Figure(figsize=(4.2 * columns, 3.0 * rows + 0.8), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax, scenario in zip(axes, scenarios, strict=False):
         here = [r for r in timed if r.scenario == scenario]
-        for policy in policies:
-            line = sorted((r for r in here if r.policy == policy), key=lambda r: r.capture_size)
+        for variant in variants:
+            line = sorted((r for r in here if r.variant == variant), key=lambda r: r.capture_size)
             if not line:
                 continue
             xs = [r.capture_size for r in line]
             ys = [r.replay_us or 0.0 for r in line]
-            ax.plot(xs, ys, color=colours[policy], linewidth=1.2)
-            split = [r for r in line if r.splitk > 1]
-            whole = [r for r in line if r.splitk <= 1]
-            ax.plot([r.capture_size for r in split], [r.replay_us or 0.0 for r in split], "o", color=colours[policy],
+            ax.plot(xs, ys, color=colours[variant], linewidth=1.2)
+            split = [r for r in line if splitk_of(r) > 1]
+            whole = [r for r in line if splitk_of(r) <= 1]
+            ax.plot([r.capture_size for r in split], [r.replay_us or 0.0 for r in split], "o", color=colours[variant],
                     markersize=5)
             ax.plot([r.capture_size for r in whole], [r.replay_us or 0.0 for r in whole], "s",
-                    markerfacecolor="white", markeredgecolor=colours[policy], markersize=5)
+                    markerfacecolor="white", markeredgecolor=colours[variant], markersize=5)
         sizes = sorted({r.capture_size for r in here})
         if sizes[-1] >= 8 * sizes[0]:  # vLLM's sizes run 1..512: linear axes crush the decode sizes
             ax.set_xscale("log", base=2)
@@ -119,7 +116,7 @@ def latency_plot(results: Sequence[CaseResult]) -> bytes:
         ax.grid(alpha=0.3)
     for ax in axes[len(scenarios):]:
         ax.axis("off")
-    handles: list[Line2D | Patch] = [Patch(color=colours[p], label=p) for p in policies]
+    handles: list[Line2D | Patch] = [Patch(color=colours[p], label=p) for p in variants]
     handles.append(Line2D([], [], marker="o", linestyle="", color="grey", label="split-K (splitk > 1)"))
     handles.append(Line2D([], [], marker="s", linestyle="", markerfacecolor="white", markeredgecolor="grey",
                           label="ksplit = 1"))

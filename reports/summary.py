@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from harness.results import CaseResult
-from reports.baseline import BaselineDiff, Summary, diff_headline, job_failed, plural
-from reports.tables import result_cells
+from graph_harness.core.results import CaseResult
+from graph_harness.reports.baseline import BaselineDiff, Summary, diff_headline, job_failed, plural, splitk_of
+from graph_harness.reports.tables import result_cells, verdict_text
 
-RESULT_HEADERS: tuple[str, ...] = ("policy", "T", "splitk", "verdict", "expected", "pass", "buffer", "outside bytes",
+RESULT_HEADERS: tuple[str, ...] = ("variant", "T", "splitk", "verdict", "expected", "pass", "buffer", "outside bytes",
                                    "max rel err", "replay us")
-DIFF_HEADERS: tuple[str, ...] = ("change", "scenario", "policy", "T", "baseline", "now")  # the cells of diff_rows
+DIFF_HEADERS: tuple[str, ...] = ("change", "scenario", "variant", "T", "baseline", "now")  # the cells of diff_rows
 
 
 def headline(summary: Summary, diff: BaselineDiff | None) -> str:
@@ -31,7 +31,7 @@ def summary_lines(summary: Summary, diff: BaselineDiff | None, generated: dateti
         ("cases", f"{summary.cases}: {summary.passed} passed, {summary.failed} failed"),
         ("verdicts", ", ".join(f"{v} {n}" for v, n in summary.verdicts) or "-"),
         ("scenarios", f"{len(summary.scenarios)}: {', '.join(summary.scenarios)}" if summary.scenarios else "0"),
-        ("policies", ", ".join(summary.policies) or "-"),
+        ("variants", ", ".join(summary.variants) or "-"),
     ]
     for env in summary.environments:
         lines.append(("environment", f"{env.device}; {env.driver}; torch {env.torch}; triton {env.triton}; "
@@ -45,6 +45,6 @@ def result_rows(results: Sequence[CaseResult]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for r in results:
         c = result_cells(r)
-        rows.append((c.policy, c.size, str(r.splitk), r.verdict, r.expected, "ok" if r.passed else "FAIL", c.buffer,
-                     c.outside, c.error, c.replay))
+        rows.append((c.variant, c.size, str(splitk_of(r)), verdict_text(r), r.expected.value,
+                     "ok" if r.passed else "FAIL", c.buffer, c.outside, c.error, c.replay))
     return rows

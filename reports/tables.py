@@ -8,12 +8,12 @@ from typing import NamedTuple
 from rich.table import Table
 from rich.text import Text
 
-from harness.footprint import FootprintRow
-from harness.results import CaseResult
-from harness.scenario import Scenario
+from graph_harness.core.results import CaseResult
+from graph_harness.moe.footprint import FootprintRow
+from graph_harness.moe.scenario import MoEScenario
 
 
-def scenario_title(scenario_id: str, scenario: Scenario) -> str:
+def scenario_title(scenario_id: str, scenario: MoEScenario) -> str:
     """`id: K=.. N=.. E=.. topk=.. tp=.. dtype/quant cu_num=..`, the dims a footprint depends on."""
     m = scenario.model
     return (f"{scenario_id}: K={m.hidden} N={m.inter_per_rank} E={m.experts} topk={m.topk} tp={m.tp} "
@@ -62,14 +62,10 @@ def footprint_table(rows: Sequence[FootprintRow], title: str | None = None) -> T
     return table
 
 
-_VERDICT_STYLE = {"clean": "green", "oob-write": "red", "oob-read": "red", "uninit-read": "magenta",
-                  "mismatch": "yellow", "capture-error": "red bold", "crash": "red bold"}
-
-
 class ResultCells(NamedTuple):
     """The text of one result's cells that the terminal table and the reports share."""
 
-    policy: str
+    variant: str
     size: str
     buffer: str  # the worst violation's buffer
     alloc: str  # that buffer's bytes
@@ -77,6 +73,11 @@ class ResultCells(NamedTuple):
     ratio: str  # (alloc + outside) / alloc
     error: str
     replay: str
+
+
+def verdict_text(r: CaseResult) -> str:
+    """The verdict, starred when something limited what the case could check."""
+    return f"{r.verdict}*" if r.limits else str(r.verdict)
 
 
 def result_cells(r: CaseResult) -> ResultCells:
@@ -87,14 +88,17 @@ def result_cells(r: CaseResult) -> ResultCells:
     else:
         buffer, alloc, outside = worst.buffer, fmt_count(worst.buffer_bytes), fmt_count(worst.extent)
         ratio = fmt_ratio((worst.buffer_bytes + worst.extent) / worst.buffer_bytes if worst.buffer_bytes else None)
-    return ResultCells(r.policy, fmt_count(r.capture_size), buffer, alloc, outside, ratio, fmt_error(r.max_rel_err),
+    return ResultCells(r.variant, fmt_count(r.capture_size), buffer, alloc, outside, ratio, fmt_error(r.max_rel_err),
                        fmt_micros(r.replay_us))
 
 
 def run_table(results: Sequence[CaseResult], title: str | None = None) -> Table:
-    """One line per (policy, T) of one scenario: verdict, pass, the farthest overrun, error, replay time."""
+    """One line per (variant, T) of one scenario: verdict, pass, the farthest overrun, error, replay time.
+
+    A verdict the case could not fully check (see `CaseResult.limits`) reads `clean*`, never plain `clean`.
+    """
     table = Table(title=title)
-    table.add_column("policy", no_wrap=True)
+    table.add_column("variant", no_wrap=True)
     table.add_column("T", justify="right")
     table.add_column("verdict", no_wrap=True)
     table.add_column("pass", no_wrap=True)
@@ -104,14 +108,14 @@ def run_table(results: Sequence[CaseResult], title: str | None = None) -> Table:
     for r in results:
         c = result_cells(r)
         mark = Text("ok", style="green") if r.passed else Text("FAIL", style="red bold")
-        verdict = Text(r.verdict, style=_VERDICT_STYLE.get(r.verdict, ""))
-        table.add_row(c.policy, c.size, verdict, mark, c.buffer, c.alloc, c.outside, c.ratio, c.error, c.replay)
+        verdict = Text(verdict_text(r), style=r.verdict.style)
+        table.add_row(c.variant, c.size, verdict, mark, c.buffer, c.alloc, c.outside, c.ratio, c.error, c.replay)
     return table
 
 
 def violation_table(result: CaseResult) -> Table:
     """Every violation of one case, with its call site and the op that wrote it."""
-    table = Table(title=f"{result.scenario} {result.policy} T={result.capture_size}: {result.verdict}")
+    table = Table(title=f"{result.scenario} {result.variant} T={result.capture_size}: {verdict_text(result)}")
     table.add_column("buffer", no_wrap=True)
     table.add_column("side")
     for header in ("first", "last", "bytes", "rows"):

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from kernels._triton import device as kernel_device
+from graph_harness.core.triton_env import device as kernel_device
 
 
 @pytest.fixture
@@ -27,3 +27,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """`backend`: every replay backend this machine has; CUDA graphs only where there is a GPU."""
     if "backend" in metafunc.fixturenames:
         metafunc.parametrize("backend", ["reexec", "cuda-graph"] if torch.cuda.is_available() else ["reexec"])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """This suite's own `@pytest.mark.gpu` tests skip without a GPU (the plugin skips only its scenario cases)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a GPU")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)

@@ -13,20 +13,22 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from harness.bugs import Bug, Reproduction, figures, load_bugs, registry_path
-from harness.cli import main
-from harness.errors import BadInput
-from harness.guard import Violation
-from harness.results import CaseResult, Environment
-from harness.scenario import Scenario, Verdict, find_scenario_dir, load_scenarios, scenario_files
-from reports.bugs_tables import bugs_table, reproduce_table, scenarios_table
+from graph_harness.cli import main
+from graph_harness.core.guard import Violation
+from graph_harness.core.results import CaseResult, Environment
+from graph_harness.core.verdict import Verdict
+from graph_harness.errors import BadInput
+from graph_harness.moe.scenario import MoEScenario
+from graph_harness.reports.bugs_tables import bugs_table, reproduce_table, scenarios_table
+from graph_harness.suite.bugs import Bug, Reproduction, figures, load_bugs, registry_path
+from graph_harness.suite.files import builtin_scenario_dir, load_scenarios, scenario_files
 from tests.test_cli import _bad_input_line as one_error_line
 
-SCENARIO_DIR = find_scenario_dir()
+SCENARIO_DIR = builtin_scenario_dir()
 SCENARIOS = load_scenarios(scenario_files(SCENARIO_DIR))
 BUGS = load_bugs(registry_path(SCENARIO_DIR), SCENARIOS)
 
-SCENARIOS_FOR_GOLDEN = {"s1": Scenario.model_validate({
+SCENARIOS_FOR_GOLDEN = {"s1": MoEScenario.model_validate({
     "why": "The founding shape: split-K 2 at T=1, 16x memset overrun.",
     "model": {"hidden": 7168, "inter": 2048, "experts": 256, "topk": 8}, "dtype": "bf16", "quant": "per_1x128",
     "block_m": "auto", "splitk": "auto", "cu_num": 256, "capture_sizes": [1],
@@ -52,11 +54,11 @@ def test_registry_holds_the_expressible_bugs_of_the_contracts() -> None:
     assert list(BUGS) == ["aiter-2508", "aiter-2551-padding", "aiter-3050", "aiter-3997", "aiter-sort-tail",
                           "cktile-split", "stage2-padding-nan", "rocm-6242"]
     founding = BUGS["aiter-2508"]
-    assert (founding.buggy.scenario, founding.buggy.policy.value, founding.size) == (
+    assert (founding.buggy.scenario, founding.buggy.variant, founding.size) == (
         "deepseek-v3-ep-decode", "original", 1)
     assert (founding.buggy.buffer, founding.buggy.allocated, founding.buggy.written) == ("tmp_out", 131_072,
                                                                                        2_097_152)
-    assert (founding.fixed.scenario, founding.fixed.policy.value, founding.fixed.verdict) == (
+    assert (founding.fixed.scenario, founding.fixed.variant, founding.fixed.verdict) == (
         "deepseek-v3-ep-decode", "pr2551", "clean")
 
 
@@ -65,11 +67,13 @@ def test_every_bug_agrees_with_its_scenarios(bug_id: str) -> None:
     bug = BUGS[bug_id]
     for variant in (bug.buggy, bug.fixed):
         scenario = SCENARIOS[variant.scenario]
-        assert scenario.policies[variant.policy] == variant.verdict
+        assert scenario.expected(variant.variant) == variant.verdict
         assert bug.size in scenario.capture_sizes
-        stated = scenario.expect_bytes.get(variant.policy)
-        if stated is not None:
-            assert (stated.buffer, stated.extent) == (variant.buffer, variant.extent)
+        stated = scenario.stated_bytes(variant.scenario, variant.variant, bug.size)
+        if variant.verdict == "oob-write" and stated is not None:
+            buffer, allocated, extent = stated
+            assert (buffer or variant.buffer, allocated or variant.allocated, extent) == (
+                variant.buffer, variant.allocated, variant.extent)
     assert bug.buggy.verdict != "clean"
     assert bug.fixed.verdict == "clean"
 
@@ -83,7 +87,7 @@ def _registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bug: dict[str, An
     scenario = {"why": "founding shape", "model": {"hidden": 7168, "inter": 2048, "experts": 256, "topk": 8},
                 "dtype": "bf16", "quant": "per_1x128", "block_m": "auto", "splitk": "auto", "cu_num": 256,
                 "capture_sizes": [1], "policies": {"original": "oob-write", "pr2551": "clean"}}
-    (folder / "x.yaml").write_text(yaml.safe_dump({"s1": scenario}))
+    (folder / "x.yaml").write_text(yaml.safe_dump({"graph-harness": "scenarios", "s1": scenario}))
     (folder / "bugs.yaml").write_text(yaml.safe_dump({"b1": bug}) if text is None else text)
     return folder
 
@@ -92,9 +96,9 @@ def _bug(**fields: Any) -> dict[str, Any]:
     """A valid bug on s1; fields override, or as None delete, keys."""
     body: dict[str, Any] = {
         "title": "memset overrun", "source": "aiter #2508", "why": "test", "size": 1,
-        "buggy": {"scenario": "s1", "policy": "original", "verdict": "oob-write", "buffer": "tmp_out",
+        "buggy": {"scenario": "s1", "variant": "original", "verdict": "oob-write", "buffer": "tmp_out",
                   "allocated": 131072, "written": 2097152},
-        "fixed": {"scenario": "s1", "policy": "pr2551", "verdict": "clean"},
+        "fixed": {"scenario": "s1", "variant": "pr2551", "verdict": "clean"},
     }
     body.update(fields)
     return {k: v for k, v in body.items() if v is not None}
@@ -110,29 +114,29 @@ BAD_BUGS = [  # (id, bug body, the whole message)
      "sc/bugs.yaml: b1: colour: got unknown field; allowed: title, source, why, size, buggy, fixed"),
     ("unknown-variant-field", _bug(buggy=_buggy(rows=3)),
      "sc/bugs.yaml: b1: buggy.rows: got unknown field; "
-     "allowed: scenario, policy, verdict, buffer, allocated, written"),
-    ("unknown-scenario", _bug(fixed={"scenario": "s2", "policy": "pr2551", "verdict": "clean"}),
+     "allowed: scenario, variant, verdict, buffer, allocated, written"),
+    ("unknown-scenario", _bug(fixed={"scenario": "s2", "variant": "pr2551", "verdict": "clean"}),
      "sc/bugs.yaml: b1: fixed.scenario: got 's2'; allowed: s1"),
-    ("policy-not-in-scenario", _bug(fixed={"scenario": "s1", "policy": "cktile", "verdict": "clean"}),
-     "sc/bugs.yaml: b1: fixed.policy: got cktile; allowed: original, pr2551; the policies of s1"),
-    ("bad-policy", _bug(fixed={"scenario": "s1", "policy": "fixed", "verdict": "clean"}),
-     "sc/bugs.yaml: b1: fixed.policy: got 'fixed'; allowed: original, pr2551, rows_plus_topk, cktile"),
-    ("verdict-disagrees", _bug(buggy={"scenario": "s1", "policy": "original", "verdict": "mismatch"}),
+    ("policy-not-in-scenario", _bug(fixed={"scenario": "s1", "variant": "cktile", "verdict": "clean"}),
+     "sc/bugs.yaml: b1: fixed.variant: got cktile; allowed: original, pr2551; the variants of s1"),
+    ("bad-policy", _bug(fixed={"scenario": "s1", "variant": "fixed", "verdict": "clean"}),
+     "sc/bugs.yaml: b1: fixed.variant: got fixed; allowed: original, pr2551; the variants of s1"),
+    ("verdict-disagrees", _bug(buggy={"scenario": "s1", "variant": "original", "verdict": "mismatch"}),
      "sc/bugs.yaml: b1: buggy.verdict: got mismatch; allowed: oob-write, as s1 expects of original"),
     ("fixed-not-clean", _bug(fixed=_buggy()),
      "sc/bugs.yaml: b1: fixed.verdict: got oob-write; allowed: clean"),
-    ("buggy-clean", _bug(buggy={"scenario": "s1", "policy": "pr2551", "verdict": "clean"}),
+    ("buggy-clean", _bug(buggy={"scenario": "s1", "variant": "pr2551", "verdict": "clean"}),
      "sc/bugs.yaml: b1: buggy.verdict: got clean; allowed: a verdict other than clean"),
     ("oob-write-without-bytes", _bug(buggy=_buggy(written=None, allocated=None, buffer=None)),
      "sc/bugs.yaml: b1: buggy.buffer: got nothing; allowed: buffer, allocated and written with verdict oob-write"),
-    ("bytes-without-oob-write", _bug(fixed={"scenario": "s1", "policy": "pr2551", "verdict": "clean",
+    ("bytes-without-oob-write", _bug(fixed={"scenario": "s1", "variant": "pr2551", "verdict": "clean",
                                             "allocated": 5}),
      "sc/bugs.yaml: b1: fixed.allocated: got 5; allowed: no byte figures with verdict clean"),
     ("written-not-above-allocated", _bug(buggy=_buggy(written=131072)),
      "sc/bugs.yaml: b1: buggy.written: got 131072; allowed: integer > allocated (131,072)"),
     ("bytes-disagree-with-the-footprint", _bug(buggy=_buggy(written=2097160)),
-     "sc/bugs.yaml: b1: buggy.written: got allocated 131072, written 2097160; allowed: allocated 131,072, "
-     "written 2,097,152, the footprint of s1 original at T=1"),
+     "sc/bugs.yaml: b1: buggy.written: got tmp_out allocated 131072, written 2097160; allowed: allocated 131,072, "
+     "written 2,097,152, as s1 original states at T=1"),
     ("size-not-captured", _bug(size=2), "sc/bugs.yaml: b1: size: got 2; allowed: a capture size of s1 (1)"),
     ("zero-bytes", _bug(buggy=_buggy(allocated=0)),
      "sc/bugs.yaml: b1: buggy.allocated: got 0; allowed: integer >= 1"),
@@ -151,17 +155,18 @@ def test_bad_bug_is_one_exact_line(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_registry_bytes_must_match_the_scenarios_expect_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     shipped = yaml.safe_load((SCENARIO_DIR / "regressions.yaml").read_text())
-    (tmp_path / "r.yaml").write_text(yaml.safe_dump({"s8": shipped["rocm-6242-idle-batch"],
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({"graph-harness": "scenarios",
+                                                     "s8": shipped["rocm-6242-idle-batch"],
                                                      "s8f": shipped["rocm-6242-idle-batch-filtered"]}))
     bug = {"title": "t", "source": "s", "why": "w", "size": 1,
-           "buggy": {"scenario": "s8", "policy": "pr2551", "verdict": "oob-write", "buffer": "counts",
+           "buggy": {"scenario": "s8", "variant": "pr2551", "verdict": "oob-write", "buffer": "counts",
                      "allocated": 512, "written": 520},
-           "fixed": {"scenario": "s8f", "policy": "pr2551", "verdict": "clean"}}
+           "fixed": {"scenario": "s8f", "variant": "pr2551", "verdict": "clean"}}
     (tmp_path / "bugs.yaml").write_text(yaml.safe_dump({"b8": bug}))
     with pytest.raises(BadInput) as err:
         load_bugs(Path("bugs.yaml"), load_scenarios(scenario_files(Path("."))))
-    assert str(err.value) == ("bugs.yaml: b8: buggy.written: got counts 520; allowed: counts with written - "
-                              "allocated = 4, as s8 states")
+    assert str(err.value) == ("bugs.yaml: b8: buggy.written: got counts allocated 512, written 520; allowed: buffer "
+                              "counts, written = allocated + 4, as s8 pr2551 states at T=1")
 
 
 # reproduce: bad input ----------------------------------------------------------------------------------------
@@ -248,11 +253,11 @@ def test_reproduce_the_idle_batch_underflow(tmp_path: Path, capsys: pytest.Captu
 _ENV = Environment("cpu (x86_64, triton interpreter)", "none", "2.13.0", "3.9.0", "3.11.9", "abc")
 
 
-def _result(policy: str, verdict: Verdict, violations: tuple[Violation, ...], err: float) -> CaseResult:
-    return CaseResult(scenario="s1", policy=policy, capture_size=1, seed=1, block_m=16, splitk=2, backend="reexec",
-                      verdict=verdict, expected=verdict, passed=True, reason="", violations=violations,
-                      max_rel_err=err, tolerance=0.02, eager_us=None, replay_us=None, predicted_overflow_bytes=0,
-                      error=None, notes=(), env=_ENV)
+def _result(variant: str, verdict: Verdict, violations: tuple[Violation, ...], err: float) -> CaseResult:
+    return CaseResult(scenario="s1", variant=variant, capture_size=1, seed=1, backend="reexec", verdict=verdict,
+                      expected=verdict, expectation=str(verdict), passed=True, reason="", violations=violations,
+                      max_rel_err=err, tolerance=0.02, eager_us=None, replay_us=None, error=None, notes=(),
+                      limits=(), params={"block_m": 16, "splitk": 2}, repro=None, env=_ENV)
 
 
 REPRODUCE_GOLDEN = """\
@@ -277,8 +282,8 @@ def test_reproduce_table_golden() -> None:
     bug = Bug.model_validate(_bug(), context={"scenarios": SCENARIOS_FOR_GOLDEN})
     overrun = Violation("tmp_out", "fused_moe.py:140", "overflow", 0, 1_966_079, 1_966_080, 960, 131_072,
                         "moe_stage1", ("eager",))
-    rep = Reproduction("b1", bug, _result("original", "oob-write", (overrun,), 1.0),
-                       _result("pr2551", "clean", (), 0.0031))
+    rep = Reproduction("b1", bug, _result("original", Verdict.OOB_WRITE, (overrun,), 1.0),
+                       _result("pr2551", Verdict.CLEAN, (), 0.0031))
     assert figures(bug.buggy, rep.buggy).ratio == 16.0
     assert rep.reproduced
     assert _render(reproduce_table(rep)) == REPRODUCE_GOLDEN
@@ -288,13 +293,13 @@ def test_reproduce_table_golden() -> None:
 
 LIST_GOLDEN = """\
                                scenarios (graph-harness run SCENARIO)
-┏━━━━┳━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓
-┃    ┃ K/N/E/topk      ┃                     ┃                                                     ┃
-┃ id ┃ sizes           ┃ policies            ┃ why                                                 ┃
-┡━━━━╇━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┩
-│ s1 │ 7168/2048/256/8 │ original: oob-write │ The founding shape: split-K 2 at T=1, 16x memset    │
-│    │ T 1             │ pr2551: clean       │ overrun.                                            │
-└────┴─────────────────┴─────────────────────┴─────────────────────────────────────────────────────┘"""
+┏━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓
+┃    ┃ runs                           ┃                     ┃                                      ┃
+┃ id ┃ sizes                          ┃ variants            ┃ why                                  ┃
+┡━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┩
+│ s1 │ MoE K/N/E/topk 7168/2048/256/8 │ original: oob-write │ The founding shape: split-K 2 at     │
+│    │ T 1                            │ pr2551: clean       │ T=1, 16x memset overrun.             │
+└────┴────────────────────────────────┴─────────────────────┴──────────────────────────────────────┘"""
 
 BUGS_GOLDEN = """\
                              bugs (graph-harness reproduce BUG)
@@ -328,14 +333,24 @@ def test_schema_validates_every_shipped_file(capsys: pytest.CaptureFixture[str])
     jsonschema = pytest.importorskip("jsonschema")
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
-    assert schema["additionalProperties"] == {"$ref": "#/$defs/Scenario"}
-    assert set(schema["$defs"]["Scenario"]["required"]) == {
+    assert schema["additionalProperties"] == {"if": {"required": ["op"]}, "then": {"$ref": "#/$defs/OpScenario"},
+                                              "else": {"$ref": "#/$defs/MoEScenario"}}
+    assert set(schema["$defs"]["MoEScenario"]["required"]) == {
         "why", "model", "dtype", "quant", "block_m", "splitk", "cu_num", "capture_sizes", "policies"}
+    assert set(schema["$defs"]["OpScenario"]["required"]) == {"why", "op", "capture_sizes", "variants"}
+    assert schema["required"] == ["graph-harness"]
     assert schema["$defs"]["Contract"]["additionalProperties"] is False
     for path in scenario_files(SCENARIO_DIR):
         jsonschema.validate(yaml.safe_load(path.read_text()), schema)
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({"s1": {"why": "x", "colour": "red"}}, schema)
+    for bad in ({"graph-harness": "scenarios", "s1": {"why": "x", "colour": "red"}},  # an MoE entry, unknown field
+                {"graph-harness": "scenarios", "s1": {"why": "x", "op": "m:f", "capture_sizes": [1]}},  # no variants
+                {"s1": {"why": "x", "op": "m:f", "capture_sizes": [1], "variants": {"a": {}}}}):  # undeclared
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+    jsonschema.validate({"graph-harness": "scenarios",
+                         "s1": {"why": "x", "op": "m:f", "capture_sizes": [1],
+                                "variants": {"buggy": {"expect": {"verdict": "oob-write", "bytes": 4}},
+                                             "fixed": {"expect": "clean"}}}}, schema)
     assert main(["schema", "--bugs"]) == 0
     registry = json.loads(capsys.readouterr().out)
     jsonschema.validate(yaml.safe_load(registry_path(SCENARIO_DIR).read_text()), registry)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from harness.cli import main
-from harness.footprint import RECORD_FIELDS, footprint_rows
-from harness.scenario import find_scenario_dir, load_scenarios, scenario_files
-from reports.tables import footprint_table, scenario_title
+from graph_harness.cli import main
+from graph_harness.moe.footprint import RECORD_FIELDS, footprint_rows
+from graph_harness.reports.tables import footprint_table, scenario_title
+from graph_harness.suite.files import builtin_scenario_dir, load_scenarios, scenario_files
 
 
 def _bad_input_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -77,15 +77,16 @@ def test_bad_flag(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_bad_yaml_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "broken.yaml").write_text("s1:\n  why: a\n   model: 3\n")
+    (tmp_path / "broken.yaml").write_text("graph-harness: scenarios\ns1:\n  why: a\n   model: 3\n")
     assert main(["footprint", "s1", "--scenarios", str(tmp_path)]) == 2
     line = _bad_input_line(capsys)
-    assert line.endswith("broken.yaml:3: invalid YAML: mapping values are not allowed here")
+    assert line.endswith("broken.yaml:4: invalid YAML: mapping values are not allowed here")
 
 
 def test_missing_scenario_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["footprint", "s1", "--scenarios", str(tmp_path / "nowhere")]) == 2
-    assert _bad_input_line(capsys).endswith("got no *.yaml files; allowed: a folder of scenario YAML files")
+    assert _bad_input_line(capsys).endswith("nowhere: got no YAML file; allowed: a folder of scenario files, each with "
+                                            "the top-level line `graph-harness: scenarios`")
 
 
 def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
@@ -108,7 +109,7 @@ GOLDEN_DSV3_EP_T1 = """\
 
 
 def test_footprint_table_golden() -> None:
-    scenario = load_scenarios(scenario_files(find_scenario_dir()))["deepseek-v3-ep-decode"]
+    scenario = load_scenarios(scenario_files(builtin_scenario_dir()))["deepseek-v3-ep-decode"]
     table = footprint_table(footprint_rows("deepseek-v3-ep-decode", scenario, [1]),
                             title=scenario_title("deepseek-v3-ep-decode", scenario))
     console = Console(width=120, color_system=None, force_terminal=False, record=True, file=io.StringIO())

@@ -6,12 +6,13 @@ from typing import Any
 
 import pytest
 
-from harness.footprint import RECORD_FIELDS, FootprintRow, footprint_rows
-from harness.scenario import Scenario, dispatch, find_scenario_dir, load_scenarios, scenario_files
-from kernels.contracts import Policy, max_num_tokens_padded, padding_row
+from graph_harness.kernels.contracts import Policy, max_num_tokens_padded, padding_row
+from graph_harness.moe.footprint import RECORD_FIELDS, FootprintRow, footprint_rows
+from graph_harness.moe.scenario import MoEScenario, dispatch
+from graph_harness.suite.files import builtin_scenario_dir, load_scenarios, scenario_files
 
 
-def _scenario(hidden: int, inter: int, experts: int, topk: int, tokens: int, **fields: Any) -> Scenario:
+def _scenario(hidden: int, inter: int, experts: int, topk: int, tokens: int, **fields: Any) -> MoEScenario:
     """A per_1x128 bf16 scenario at one capture size on cu256; fields override the rest."""
     body: dict[str, Any] = {
         "why": "§8.1/§8.2 figures",
@@ -19,7 +20,7 @@ def _scenario(hidden: int, inter: int, experts: int, topk: int, tokens: int, **f
         "dtype": "bf16", "quant": "per_1x128", "block_m": "auto", "splitk": "auto", "cu_num": 256,
         "capture_sizes": [tokens], "policies": {"pr2551": "clean"},
     }
-    return Scenario.model_validate(body | fields)
+    return MoEScenario.model_validate(body | fields)
 
 
 def _by_policy(rows: tuple[FootprintRow, ...]) -> dict[Policy, FootprintRow]:
@@ -104,11 +105,11 @@ def test_get_ksplit(dims: tuple[int, int, int, int], cu_num: int, tokens: int, s
 
 
 @pytest.fixture(scope="module")
-def scenarios() -> dict[str, Scenario]:
-    return load_scenarios(scenario_files(find_scenario_dir()))
+def scenarios() -> dict[str, MoEScenario]:
+    return load_scenarios(scenario_files(builtin_scenario_dir()))
 
 
-def test_dsv3_ep_decode_figures(scenarios: dict[str, Scenario]) -> None:
+def test_dsv3_ep_decode_figures(scenarios: dict[str, MoEScenario]) -> None:
     rows = _by_policy(footprint_rows("deepseek-v3-ep-decode", scenarios["deepseek-v3-ep-decode"], [1]))
     original, pr2551 = rows[Policy.ORIGINAL], rows[Policy.PR2551]
     assert (original.sorted_size, original.alloc_bytes, original.memset_bytes,
@@ -119,7 +120,7 @@ def test_dsv3_ep_decode_figures(scenarios: dict[str, Scenario]) -> None:
     assert original.record()["policy"] == "original"
 
 
-def test_unmasked_padding_scatters_one_row_past_the_padding_row(scenarios: dict[str, Scenario]) -> None:
+def test_unmasked_padding_scatters_one_row_past_the_padding_row(scenarios: dict[str, MoEScenario]) -> None:
     scenario = scenarios["aiter-2551-padding"]
     topk = scenario.model.topk
     for row in footprint_rows("aiter-2551-padding", scenario):

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from harness.guard import _BLOCK_WORDS, MIB, WORDS, GuardBudgetError, GuardMode, Guards, _blocks
-from kernels.memset import raw_memset
+from graph_harness.core.guard import _BLOCK_WORDS, MIB, WORDS, GuardBudgetError, GuardMode, Guards, _blocks
+from graph_harness.kernels.memset import raw_memset
 
 FLOATS = [torch.float32, torch.bfloat16, torch.float16]
 
@@ -96,8 +96,8 @@ def test_cover_grows_the_guard_and_a_small_budget_says_so(device):
     with GuardMode(tight):
         torch.empty(10, device=device)
     assert tight.buffers[0].right < 2 * MIB
-    assert len(tight.notes) == 1
-    assert tight.notes[0].startswith("not fully guarded: ")
+    assert len(tight.limits()) == 1
+    assert tight.limits()[0].startswith("not fully guarded: ")
     starved = _guards(device, budget=MIB)
     with pytest.raises(GuardBudgetError, match="exhausted"), GuardMode(starved):
         torch.empty(MIB // 4, device=device)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.compare import CKTILE_TOLERANCE, TOLERANCE, assert_close
-from kernels._triton import cast_rne, store_mantissa, tl, triton
-from kernels.activation import act_and_mul, act_and_mul_ref
-from kernels.contracts import (
+from graph_harness.core.compare import assert_close
+from graph_harness.kernels._triton import cast_rne, store_mantissa, tl, triton
+from graph_harness.kernels.activation import act_and_mul, act_and_mul_ref
+from graph_harness.kernels.contracts import (
     Activation,
     Contract,
     MemsetRows,
@@ -22,10 +22,17 @@ from kernels.contracts import (
     sorted_size,
     stage1_footprint,
 )
-from kernels.fused_moe import DTYPES, fused_moe, fused_moe_ref, make_inputs, stage1_ref
-from kernels.moe_sorting import _SCAN_BLOCK, _count_kernel, moe_sorting_into, moe_sorting_ref, sorting_buffers
-from kernels.moe_stage1 import moe_stage1
-from kernels.quant import FP8, FP8_MAX, FP8_MIN_EXP, per_1x128_quant, per_1x128_quant_ref
+from graph_harness.kernels.fused_moe import DTYPES, fused_moe, fused_moe_ref, make_inputs, stage1_ref
+from graph_harness.kernels.moe_sorting import (
+    _SCAN_BLOCK,
+    _count_kernel,
+    moe_sorting_into,
+    moe_sorting_ref,
+    sorting_buffers,
+)
+from graph_harness.kernels.moe_stage1 import moe_stage1
+from graph_harness.kernels.quant import FP8, FP8_MAX, FP8_MIN_EXP, per_1x128_quant, per_1x128_quant_ref
+from graph_harness.moe.workload import CKTILE_TOLERANCE, TOLERANCE
 
 # A poison no kernel writes by accident: int32 0x5A5A5A5A, and a NaN for floats.
 INT_POISON = 0x5A5A5A5A

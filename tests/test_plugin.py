@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.plugin import share_cores, usable_cores, worker_device
-from harness.results import CaseResult
+from graph_harness.core.results import CaseResult
+from graph_harness.plugin import share_cores, usable_cores, worker_device
 
 pytest_plugins = ["pytester"]
 
 # Small enough to run a case in about a second on CPU: K=512, N=128, E=8, topk=2, split-K 2,
 # KBatch 512/(2*128) = 2, so the original policy's memset overruns and pr2551 is clean.
 TINY = """\
+graph-harness: scenarios
 tiny-split:
   why: a tiny split-K layer, so that the plugin's own tests run in seconds on CPU
   model: {hidden: 512, inter: 128, experts: 8, topk: 2}
@@ -67,7 +68,7 @@ def test_under_xdist_the_controller_prints_one_summary_of_all_workers(tiny: pyte
     result = _run(tiny, "scenarios", "-n", "2", "--harness-json", "results.json")
     result.assert_outcomes(passed=4)
     records = [CaseResult.from_record(r) for r in json.loads((tiny.path / "results.json").read_text())]
-    assert [(r.policy, r.capture_size, r.verdict) for r in records] == [
+    assert [(r.variant, r.capture_size, r.verdict) for r in records] == [
         ("original", 1, "oob-write"), ("original", 2, "oob-write"), ("pr2551", 1, "clean"), ("pr2551", 2, "clean")]
     text = "\n".join(result.outlines)
     assert text.count(f"tiny-split on {records[0].env.device}") == 1
@@ -100,18 +101,18 @@ def test_a_failing_case_prints_its_violations_and_one_repro_line_without_traceba
     text = "\n".join(result.outlines)
     assert "tiny-split original T=1: expected oob-read, verdict oob-write" in text
     assert re.search(r"│ tmp_out +│ overflow +│ +0 │", text)
-    assert "repro: graph-harness run tiny-split --policy original --sizes 1 --seed 5" in text
+    assert "repro: graph-harness run tiny-split --variant original --sizes 1 --seed 5 --scenarios scenarios" in text
     assert "Traceback" not in text
-    assert "harness/capture.py" not in text
+    assert "core/capture.py" not in text
 
 
 def test_a_tolerated_failure_is_xfailed_and_an_unexpected_pass_fails(tiny: pytest.Pytester) -> None:
     (tiny.path / "scenarios" / "tiny.yaml").write_text(TINY.replace("original: oob-write", "original: oob-read"))
     _ledger(tiny, """\
 entries:
-  - {scenario: tiny-split, policy: original, sizes: [1], status: tolerated, cites: ROCm/aiter#2551,
+  - {scenario: tiny-split, variant: original, sizes: [1], status: tolerated, cites: ROCm/aiter#2551,
      why: detection reads this overrun as a write}
-  - {scenario: tiny-split, policy: pr2551, sizes: [1], status: tolerated, cites: ROCm/aiter#2551,
+  - {scenario: tiny-split, variant: pr2551, sizes: [1], status: tolerated, cites: ROCm/aiter#2551,
      why: fixed since; the ledger must say so}
 """)
     result = _run(tiny, "scenarios", "-k", "T1", "-rxX")
@@ -122,33 +123,35 @@ entries:
 def test_a_quarantined_case_runs_in_a_child_process(tiny: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     _ledger(tiny, """\
 entries:
-  - {scenario: tiny-split, policy: original, sizes: all, status: quarantined,
+  - {scenario: tiny-split, variant: original, sizes: all, status: quarantined,
      cites: https://github.com/ROCm/aiter/pull/2508, why: a crash class is never run in-process}
 """)
-    import harness.plugin
+    import graph_harness.plugin
 
     def no_in_process(self):  # type: ignore[no-untyped-def]
         raise AssertionError("a quarantined case ran in-process")
 
-    monkeypatch.setattr(harness.plugin.CaseItem, "_in_process", no_in_process)
+    monkeypatch.setattr(graph_harness.plugin.CaseItem, "_in_process", no_in_process)
     result = _run(tiny, "scenarios", "-k", "original-T1")
     result.assert_outcomes(passed=1)
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    ("entries:\n  - {scenario: tiny-split, policy: original, status: tolerated, cites: soon, why: x}\n",
+    ("entries:\n  - {scenario: tiny-split, variant: original, status: tolerated, cites: soon, why: x}\n",
      "scenarios/ledger.yaml: entries[0].cites: got 'soon'; allowed: a URL or owner/repo#N"),
-    ("entries:\n  - {scenario: nope, policy: original, status: tolerated, cites: a/b#1, why: x}\n",
+    ("entries:\n  - {scenario: nope, variant: original, status: tolerated, cites: a/b#1, why: x}\n",
      "scenarios/ledger.yaml: entries[0].scenario: got 'nope'; allowed: tiny-split"),
-    ("entries:\n  - {scenario: tiny-split, policy: original, status: ignored, cites: a/b#1, why: x}\n",
+    ("entries:\n  - {scenario: tiny-split, variant: original, status: ignored, cites: a/b#1, why: x}\n",
      "scenarios/ledger.yaml: entries[0].status: got 'ignored'; allowed: tolerated, quarantined"),
-    ("entries:\n  - {scenario: tiny-split, policy: original, sizes: [0], status: tolerated, cites: a/b#1, why: x}\n",
+    ("entries:\n  - {scenario: tiny-split, variant: original, sizes: [0], status: tolerated, cites: a/b#1, why: x}\n",
      "scenarios/ledger.yaml: entries[0].sizes[0]: got 0; allowed: integer >= 1"),
-    ("entries:\n  - {scenario: tiny-split, policy: original, sizes: 1, status: tolerated, cites: a/b#1, why: x}\n",
+    ("entries:\n  - {scenario: tiny-split, variant: original, sizes: 1, status: tolerated, cites: a/b#1, why: x}\n",
      "scenarios/ledger.yaml: entries[0].sizes: got 1; allowed: list of integers >= 1, or all"),
-    ("entries:\n  - {scenario: tiny-split, policy: original, status: tolerated, cites: a/b#1, why: x, by: me}\n",
-     "scenarios/ledger.yaml: entries[0].by: got unknown field; allowed: scenario, policy, sizes, status, cites, why"),
-    ("entries:\n  - {scenario: tiny-split, policy: original, sizes: [2, 3], status: tolerated, cites: a/b#1, why: x}\n",
+    ("entries:\n  - {scenario: tiny-split, variant: original, status: tolerated, cites: a/b#1, why: x, by: me}\n",
+     "scenarios/ledger.yaml: entries[0].by: got unknown field; allowed: scenario, variant, sizes, test, status, cites, "
+     "why"),
+    ("entries:\n  - {scenario: tiny-split, variant: original, sizes: [2, 3], status: tolerated, cites: a/b#1,"
+     " why: x}\n",
      "scenarios/ledger.yaml: entries[0].sizes: got [3]; allowed: 1, 2 or all; the capture sizes of tiny-split"),
     ("entries: {scenario: tiny-split}\n", "scenarios/ledger.yaml: entries: got {'scenario': 'tiny-split'}; "
      "allowed: list"),
@@ -174,8 +177,9 @@ def test_each_worker_keeps_to_one_gpu(worker: str | None, gpus: int, expected: i
 
 
 def test_variants_of_a_registered_bug_carry_its_marker(pytester: pytest.Pytester) -> None:
-    # No scenarios/ here: the plugin falls back to the repository's folder and its bug registry.
+    # The repository's folder and its bug registry, named by the ini option.
     scenarios = Path(__file__).resolve().parent.parent / "scenarios"
+    pytester.makeini(f"[pytest]\ngraph_harness_scenarios = {scenarios}\n")
     result = _run(pytester, "--collect-only", "-q", "-m", "bug(id='aiter-2508')", str(scenarios))
     assert [line.split("::")[1] for line in result.outlines if "::" in line] == [
         "deepseek-v3-ep-decode[original-T1]", "deepseek-v3-ep-decode[pr2551-T1]"]
@@ -216,9 +220,9 @@ def test_a_thread_count_the_user_chose_is_kept() -> None:
 
 def test_on_a_gpu_machine_a_run_whose_gpu_items_all_skipped_fails(tiny: pytest.Pytester,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import harness.plugin
+    import graph_harness.plugin
 
-    monkeypatch.setattr(harness.plugin, "_gpu_present", lambda: True)
+    monkeypatch.setattr(graph_harness.plugin, "_gpu_present", lambda: True)
     tiny.makeconftest("""
         import pytest
 

@@ -12,11 +12,11 @@ from collections.abc import Mapping
 import pytest
 import torch
 
-from harness.capture import CudaGraphBackend, ReexecBackend, run_protocol
-from harness.guard import MIB, Guards, Violation
-from harness.verdict import classify
-from kernels._triton import tl, triton
-from kernels.memset import raw_memset
+from graph_harness.core.capture import CudaGraphBackend, ReexecBackend, run_protocol
+from graph_harness.core.guard import MIB, Guards, Violation
+from graph_harness.core.verdict import classify
+from graph_harness.kernels._triton import tl, triton
+from graph_harness.kernels.memset import raw_memset
 
 N = 1000  # elements in the buffer under test: not a multiple of any block, so masks matter
 _STORE, _BEFORE, _ATOMIC, _READ = 1, 2, 3, 4

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
+from graph_harness.cli import main
 
 
 def test_run_reports_the_founding_overrun_and_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -23,14 +23,20 @@ def test_run_reports_the_founding_overrun_and_the_fix(tmp_path: Path, capsys: py
     assert "1,966,080" in printed
     assert "16.0x" in printed
     original, fixed = json.loads(out.read_text())
-    assert (original["policy"], original["verdict"], original["passed"]) == ("original", "oob-write", True)
+    assert (original["variant"], original["verdict"], original["passed"]) == ("original", "oob-write", True)
     (v,) = original["violations"]
     assert {k: v[k] for k in ("buffer", "side", "first_offset", "last_offset", "bytes", "op")} == {
         "buffer": "tmp_out", "side": "overflow", "first_offset": 0, "last_offset": 1_966_079, "bytes": 1_966_080,
         "op": "moe_stage1"}
     assert v["buffer_bytes"] == 131_072
     assert v["rows"] == 120
-    assert (fixed["policy"], fixed["verdict"], fixed["violations"], fixed["passed"]) == ("pr2551", "clean", [], True)
+    assert (fixed["variant"], fixed["verdict"], fixed["violations"], fixed["passed"]) == ("pr2551", "clean", [], True)
+    assert original["repro"] == "graph-harness run deepseek-v3-ep-decode --variant original --sizes 1 --seed 1"
+    assert original["params"] == {"block_m": 16, "splitk": 2, "predicted_overflow_bytes": 1_966_080}
+    for record in (original, fixed):  # a GPU shared by xdist workers may leave no room to copy 11 GB of weights
+        assert all(limit.startswith("constant.") and " is not guarded: " in limit for limit in record["limits"])
+        if record["env"]["driver"] == "none":
+            assert record["limits"] == []
     for record in (original, fixed):
         assert {"scenario", "capture_size", "max_rel_err", "replay_us", "eager_us", "env"} <= set(record)
         assert record["max_rel_err"] < record["tolerance"]
@@ -38,10 +44,12 @@ def test_run_reports_the_founding_overrun_and_the_fix(tmp_path: Path, capsys: py
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
-    (["run", "deepseek-v3-ep-decode", "--policy", "bogus"], "argument --policy: invalid choice: 'bogus'"),
+    (["run", "deepseek-v3-ep-decode", "--policy", "bogus"],
+     "deepseek-v3-ep-decode: --variant: got bogus; allowed: original, pr2551, rows_plus_topk, cktile"),
+    (["run", "--variant", "bogus"], "--variant: got bogus; allowed: the variants of the scenarios: cktile, "),
     (["run", "deepseek-v3-ep-decode", "--sizes", "3"], "--sizes: got 3; allowed: its capture_sizes 1"),
     (["run", "qwen3-235b-tp8-bs1-kbatch-guard", "--policy", "cktile"],
-     "--policy: got cktile; allowed: original, pr2551"),
+     "--variant: got cktile; allowed: original, pr2551"),
     (["run", "nope"], "got unknown scenario 'nope'"),
     (["run", "deepseek-v3-ep-decode", "--seed", "-1"], "argument --seed: got '-1'; allowed: integer >= 0"),
     (["run", "deepseek-v3-ep-decode", "--replays", "1"], "argument --replays: got '1'; allowed: integer >= 2"),

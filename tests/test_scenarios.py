@@ -8,26 +8,20 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.errors import BadInput
-from harness.footprint import footprint_row
-from harness.scenario import (
-    VLLM_DEFAULT_SIZES,
-    Scenario,
-    capture_sizes,
-    find_scenario_dir,
-    load_scenarios,
-    resolve,
-    scenario_files,
-)
-from kernels.contracts import kbatch, uses_splitk_instance
+from graph_harness.errors import BadInput
+from graph_harness.kernels.contracts import kbatch, uses_splitk_instance
+from graph_harness.moe.footprint import footprint_row
+from graph_harness.moe.scenario import MoEScenario, resolve
+from graph_harness.schema import VLLM_DEFAULT_SIZES
+from graph_harness.suite.files import builtin_scenario_dir, load_scenarios, scenario_files
 
-SHIPPED = load_scenarios(scenario_files(find_scenario_dir()))
+SHIPPED = load_scenarios(scenario_files(builtin_scenario_dir()))
 
 
 @pytest.mark.parametrize("scenario_id", sorted(SHIPPED))
 def test_shipped_scenario_resolves_on_both_profiles(scenario_id: str) -> None:
     scenario = SHIPPED[scenario_id]
-    assert set(capture_sizes(scenario, "cpu")) <= set(capture_sizes(scenario, "gpu"))
+    assert set(scenario.sizes("cpu")) <= set(scenario.sizes("gpu"))
     for tokens in scenario.capture_sizes:
         gpu = resolve(scenario_id, scenario, tokens, "gpu")
         cpu = resolve(scenario_id, scenario, tokens, "cpu")
@@ -59,15 +53,15 @@ def test_vllm_default_expands_to_51_sizes() -> None:
     assert len(VLLM_DEFAULT_SIZES) == 51
     assert VLLM_DEFAULT_SIZES[:6] == (1, 2, 4, 8, 16, 24)
     assert VLLM_DEFAULT_SIZES[-3:] == (480, 496, 512)
-    scenario = Scenario.model_validate(_body(capture_sizes="vllm-default", splitk=2, cpu_sizes=[1]))
+    scenario = MoEScenario.model_validate(_body(capture_sizes="vllm-default", splitk=2, cpu_sizes=[1]))
     assert scenario.capture_sizes == VLLM_DEFAULT_SIZES
 
 
 def test_sizes_sorted_and_deduplicated_and_cpu_default() -> None:
-    scenario = Scenario.model_validate(_body(capture_sizes=[8, 1, 4, 2, 1], splitk=2))
+    scenario = MoEScenario.model_validate(_body(capture_sizes=[8, 1, 4, 2, 1], splitk=2))
     assert scenario.capture_sizes == (1, 2, 4, 8)
-    assert capture_sizes(scenario, "cpu") == (1, 2, 4)
-    assert capture_sizes(scenario, "gpu") == (1, 2, 4, 8)
+    assert scenario.sizes("cpu") == (1, 2, 4)
+    assert scenario.sizes("gpu") == (1, 2, 4, 8)
 
 
 def test_device_cu_num_skips_the_footprint_check_and_fails_on_cpu(
@@ -85,6 +79,8 @@ def test_device_cu_num_skips_the_footprint_check_and_fails_on_cpu(
     assert (original.cu_num, original.splitk) == (256, 2)
 
 
+DECLARED = "graph-harness"
+WANTED = "a mapping of scenario id to scenario, with `graph-harness: scenarios`"
 DSV3 = {"hidden": 7168, "inter": 2048, "experts": 256, "topk": 8}
 
 
@@ -100,10 +96,11 @@ def _body(**fields: Any) -> dict[str, Any]:
 
 
 def _load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: Any,
-          text: str | None = None) -> dict[str, Scenario]:
+          text: str | None = None) -> dict[str, MoEScenario]:
     """Write scenario s1 (or raw text) to x.yaml and load it from inside tmp_path, so paths print short."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "x.yaml").write_text(yaml.safe_dump({"s1": body}) if text is None else text)
+    text = yaml.safe_dump({DECLARED: "scenarios", "s1": body}) if text is None else text
+    (tmp_path / "x.yaml").write_text(text)
     return load_scenarios([Path("x.yaml")])
 
 
@@ -115,9 +112,9 @@ def _error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: Any = None, te
     return message
 
 
-ALL_FIELDS = "why, model, dtype, quant, activation, block_m, splitk, cu_num, capture_sizes, cpu_sizes, " \
-             "contract, policies, expect_bytes, idle_tokens, seed"
-VERDICTS = "clean, oob-write, oob-read, uninit-read, mismatch, capture-error, crash"
+ALL_FIELDS = "why, capture_sizes, cpu_sizes, seed, model, dtype, quant, activation, block_m, splitk, cu_num, " \
+             "contract, policies, expect_bytes, idle_tokens"
+VERDICTS = "capture-error, crash, oob-write, oob-read, uninit-read, mismatch, clean"
 
 BAD_BODIES = [  # (id, entry body, the whole message)
     ("missing-why", _body(why=None), "x.yaml: s1: why: got nothing; allowed: required field"),
@@ -200,10 +197,14 @@ BAD_TEXTS = [  # (id, file text, the whole message)
     ("bad-indent", "s1:\n  why: a\n   model: 3\n",
      "x.yaml:3: invalid YAML: mapping values are not allowed here"),
     ("duplicate-key", "s1:\n  why: a\n  why: b\n", "x.yaml:3: invalid YAML: duplicate key 'why'"),
-    ("top-level-list", "- s1\n", "x.yaml: got ['s1']; allowed: a mapping of scenario id to scenario"),
-    ("empty-file", "", "x.yaml: got null; allowed: a mapping of scenario id to scenario"),
-    ("bad-id", "Bad Id: {}\n",
+    ("top-level-list", "- s1\n", f"x.yaml: got ['s1']; allowed: {WANTED}"),
+    ("empty-file", "", f"x.yaml: got null; allowed: {WANTED}"),
+    ("undeclared", "s1: {}\n", "x.yaml: graph-harness: got null; allowed: 'scenarios'; the line that declares a "
+                                "scenario file"),
+    ("bad-id", "graph-harness: scenarios\nBad Id: {}\n",
      "x.yaml: scenario id: got 'Bad Id'; allowed: lowercase letters, digits, '.', '_', '-'"),
+    ("op-and-model", "graph-harness: scenarios\ns1: {op: 'a:b', model: {}}\n",
+     "x.yaml: s1: op: got op and model together; allowed: op (an op of your own) or model (an MoE layer), not both"),
 ]
 
 
@@ -216,7 +217,7 @@ def test_bad_yaml_is_one_line_with_file_and_line(tmp_path: Path, monkeypatch: py
 def test_duplicate_id_across_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     for name in ("a.yaml", "b.yaml"):
-        (tmp_path / name).write_text(yaml.safe_dump({"s1": _body()}))
+        (tmp_path / name).write_text(yaml.safe_dump({DECLARED: "scenarios", "s1": _body()}))
     with pytest.raises(BadInput) as err:
         load_scenarios(scenario_files(Path(".")))
     assert str(err.value) == ("b.yaml: s1: scenario id: got a duplicate; allowed: ids unique across files; "
@@ -233,7 +234,12 @@ def test_folder_without_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     (tmp_path / "empty").mkdir()
     with pytest.raises(BadInput) as err:
         scenario_files(Path("empty"))
-    assert str(err.value) == "empty: got no *.yaml files; allowed: a folder of scenario YAML files"
+    assert str(err.value) == ("empty: got no YAML file; allowed: a folder of scenario files, each with the top-level "
+                              "line `graph-harness: scenarios`")
+    (tmp_path / "empty" / "other.yaml").write_text("tool: other\n")
+    with pytest.raises(BadInput) as err:
+        scenario_files(Path("empty"))
+    assert str(err.value).startswith("empty: got 1 YAML file(s), none declaring `graph-harness: scenarios`; ")
 
 
 def test_expect_bytes_stands_in_for_the_footprint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -250,8 +256,13 @@ def test_expect_bytes_stands_in_for_the_footprint(tmp_path: Path, monkeypatch: p
     assert case.footprint().predicted_overflow_bytes == 0
 
 
-def test_registry_and_ledger_are_not_scenario_files(tmp_path: Path) -> None:
-    for name in ("a.yaml", "bugs.yaml", "ledger.yaml", "z.yaml"):
-        (tmp_path / name).write_text("{}\n")
-    assert [p.name for p in scenario_files(tmp_path)] == ["a.yaml", "z.yaml"]
-    assert "bugs.yaml" not in {p.name for p in scenario_files(find_scenario_dir())}
+def test_only_files_that_declare_themselves_are_scenario_files(tmp_path: Path) -> None:
+    """The registry, the ledger and another tool's YAML share the folder; a declaration in a comment or nested
+    under a key does not count."""
+    for name in ("a.yaml", "z.yml"):
+        (tmp_path / name).write_text("# scenarios\ngraph-harness: scenarios  # this file\n")
+    for name in ("bugs.yaml", "ledger.yaml", "other-tool.yaml"):
+        (tmp_path / name).write_text("# graph-harness: scenarios\nkey:\n  graph-harness: scenarios\n")
+    (tmp_path / "broken.yaml").write_text("{{ not: yaml\n")
+    assert [p.name for p in scenario_files(tmp_path)] == ["a.yaml", "z.yml"]
+    assert "bugs.yaml" not in {p.name for p in scenario_files(builtin_scenario_dir())}

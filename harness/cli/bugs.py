@@ -5,39 +5,30 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from harness.bugs import Reproduction, load_registry, pick_bug, registry_path, registry_schema
-from harness.cli_parts import add_scenario_dir, non_negative_int, print_failure, write_json
-from harness.errors import bad_value
-from harness.results import CaseResult
-from harness.scenario import find_scenario_dir, scenario_file_schema
-from reports.bugs_tables import bugs_table, reproduce_table, scenarios_table
-
-if TYPE_CHECKING:
-    from harness.cli import Subparsers
+from graph_harness.cli.common import Subparsers, add_scenario_dir, non_negative_int, print_failure, write_json
+from graph_harness.core.guard import GuardBudgetError
+from graph_harness.core.results import CaseResult, result_schema
+from graph_harness.errors import bad_value
+from graph_harness.reports.bugs_tables import bugs_table, reproduce_table, scenarios_table
+from graph_harness.suite.bugs import Reproduction, load_registry, pick_bug, registry_path, registry_schema
+from graph_harness.suite.files import builtin_scenario_dir, scenario_file_schema
 
 
 def _reproduce(args: argparse.Namespace, console: Console) -> int:
-    """Run a bug's buggy and fixed variant; exit 0 only when it is detected in one and the other is clean."""
-    from harness.guard import GuardBudgetError
-    from harness.run import profile_of, resolve_cases, run_cases
-    from kernels._triton import device
-
-    directory = args.scenario_dir or find_scenario_dir()
+    """Run a bug's buggy and fixed side; exit 0 only when it is detected in one and the other is clean."""
+    directory = args.scenario_dir or builtin_scenario_dir()
     scenarios, bugs = load_registry(directory)
     bug = pick_bug(bugs, args.bug, registry_path(directory))
     if args.json is not None:
         write_json(args.json, {"bug": args.bug})  # a bad path fails now, before a minute of work
-    dev = device()
     ran: dict[str, CaseResult] = {}
     for side, variant in (("buggy", bug.buggy), ("fixed", bug.fixed)):
-        cases = resolve_cases(variant.scenario, scenarios[variant.scenario], variant.policy, [bug.size],
-                              profile_of(dev), args.seed)
         try:
-            ran[side] = run_cases(cases, dev)[0]
+            ran[side] = scenarios[variant.scenario].run(variant.scenario, variant.variant, [bug.size],
+                                                        seed=args.seed)[0]
         except GuardBudgetError as err:
             raise bad_value(f"{args.bug} {side}", "", "a case the default guard budget cannot hold",
                             "a device with more memory", str(err)) from err
@@ -55,15 +46,15 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
 
 def _list(args: argparse.Namespace, console: Console) -> int:
     """Print the scenarios (with their why) and the registered bugs."""
-    scenarios, bugs = load_registry(args.scenario_dir or find_scenario_dir())
+    scenarios, bugs = load_registry(args.scenario_dir or builtin_scenario_dir())
     console.print(scenarios_table(scenarios))
     console.print(bugs_table(bugs))
     return 0
 
 
 def _schema(args: argparse.Namespace, console: Console) -> int:
-    """Print the JSON Schema of a scenario file (or, with --bugs, of the registry)."""
-    schema = registry_schema() if args.bugs else scenario_file_schema()
+    """Print the JSON Schema of a scenario file (or, with --bugs, of the registry; --results, of a result)."""
+    schema = registry_schema() if args.bugs else result_schema() if args.results else scenario_file_schema()
     print(json.dumps(schema, indent=2))  # plain: rich would wrap and colour what editors must parse
     return 0
 
@@ -88,5 +79,8 @@ def add_list(sub: Subparsers) -> None:
 def add_schema(sub: Subparsers) -> None:
     """Register `schema [--bugs]`."""
     parser = sub.add_parser("schema", help="print the JSON Schema of the scenario YAML, for editors")
-    parser.add_argument("--bugs", action="store_true", help="the schema of scenarios/bugs.yaml instead")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--bugs", action="store_true", help="the schema of scenarios/bugs.yaml instead")
+    which.add_argument("--results", action="store_true",
+                       help="the schema of one result record (run --json, --harness-json) instead")
     parser.set_defaults(command=_schema)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness.scenario import CaseSpec, Scenario, resolve
-from kernels.contracts import Policy
+from graph_harness.kernels.contracts import Policy
+from graph_harness.moe.scenario import CaseSpec, MoEScenario, resolve
 
 # The JSON record of a row: exactly these fields, in this order (graph-harness footprint --json).
 RECORD_FIELDS: tuple[str, ...] = (
@@ -52,7 +52,7 @@ def footprint_row(case: CaseSpec) -> FootprintRow:
                         block_m=case.block_m, splitk=case.splitk)
 
 
-def footprint_rows(scenario_id: str, scenario: Scenario, sizes: Sequence[int] | None = None,
+def footprint_rows(scenario_id: str, scenario: MoEScenario, sizes: Sequence[int] | None = None,
                    cu_num_override: int | None = None) -> tuple[FootprintRow, ...]:
     """Rows for every size (default: the scenario's capture sizes) and expected policy, at full K."""
     return tuple(

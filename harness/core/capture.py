@@ -24,13 +24,32 @@ from typing import Any, Protocol, cast
 import numpy as np
 import torch
 
-from harness.compare import Comparison, compare
-from harness.guard import Buffer, Fill, GuardBudgetError, GuardMode, Guards
-from harness.workload import Workload
+from graph_harness.core.compare import Comparison, compare, finite
+from graph_harness.core.guard import Buffer, Fill, GuardMode, Guards, UsageError
+from graph_harness.core.verdict import Verdict
 
 # A captured op: called with no arguments, reads the static inputs, returns the static output.
 Thunk = Callable[[], torch.Tensor]
+Step = Callable[[str], None]
 _FILLS: tuple[Fill, Fill] = ("nan", "dense")
+
+
+class Workload(Protocol):
+    """An op under test at one capture size. `run` may allocate freely: the harness guards its factory calls."""
+
+    tolerance: float
+
+    def inputs(self, seed: int) -> dict[str, torch.Tensor]:
+        """Fresh random inputs; the harness copies them into guarded static buffers."""
+        ...
+
+    def run(self, inputs: Mapping[str, torch.Tensor], step: Step) -> torch.Tensor:
+        """Run the op on `inputs`; call `step(name)` after each launch if it can (step mode)."""
+        ...
+
+    def reference(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """The expected output, any float dtype, on the inputs' device; None when there is none."""
+        ...
 
 
 class CaptureError(RuntimeError):
@@ -182,10 +201,16 @@ class ReexecBackend:
             out = recording.thunk()
         if mode.index != len(recording.allocations):
             raise CaptureError(f"replay made {mode.index} allocations; the capture made {len(recording.allocations)}")
-        assert recording.out is not None
-        if out.data_ptr() != recording.out.data_ptr():
-            raise CaptureError("replay returned a different tensor than the captured static output")
-        return recording.out
+        static = recording.out
+        assert static is not None
+        if out.data_ptr() != static.data_ptr():
+            # An output made by a torch op (`x @ w`), not a factory: a graph would have written it into the
+            # memory its capture gave that op, so it lands in the captured tensor here too.
+            if (out.shape, out.dtype) != (static.shape, static.dtype):
+                raise CaptureError(f"replay returned {tuple(out.shape)} {out.dtype} where the capture returned "
+                                   f"{tuple(static.shape)} {static.dtype}: a graph's output cannot change shape")
+            static.copy_(out)
+        return static
 
     def timer(self) -> Callable[[], float]:
         start = time.perf_counter()
@@ -260,7 +285,7 @@ def graph_writes(graph: torch.cuda.CUDAGraph) -> Iterator[tuple[int, int, str]]:
 
 @dataclass
 class SizeOutcome:
-    """What happened at one capture size; the verdict is decided from this (harness.verdict)."""
+    """What happened at one capture size; the verdict is decided from this (graph_harness.core.verdict)."""
 
     tokens: int
     comparisons: list[tuple[str, Comparison]] = field(default_factory=list)
@@ -268,7 +293,7 @@ class SizeOutcome:
     error_kind: str | None = None  # "capture-error" or "crash"
     eager_us: list[float] = field(default_factory=list)
     replay_us: list[float] = field(default_factory=list)
-    attribution: str | None = None  # "uninit-read" / "oob-read" when a poison variant fixed the output
+    attribution: Verdict | None = None  # uninit-read / oob-read when a poison variant fixed the output
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -285,14 +310,20 @@ class _Size:
     workload: Workload
     tokens: int
     inputs: list[dict[str, torch.Tensor]]
-    refs: list[torch.Tensor]
+    refs: list[torch.Tensor | None]
     static: dict[str, torch.Tensor]
     outcome: SizeOutcome
     eager: list[torch.Tensor] = field(default_factory=list)
     graph: Any = None
 
-    def thunk(self, step: Callable[[str], None]) -> Thunk:
+    def thunk(self, step: Step) -> Thunk:
         return lambda: self.workload.run(self.static, step)
+
+    def check(self, r: int, out: torch.Tensor) -> Comparison:
+        """Output `out` of input set `r` against its reference, or for NaN and inf when there is none."""
+        ref = self.refs[r]
+        tol = self.workload.tolerance
+        return finite(out, tol) if ref is None else compare(out, ref, tol)
 
     def load(self, r: int) -> None:
         for key, value in self.inputs[r].items():
@@ -325,12 +356,8 @@ def run_protocol(workloads: Mapping[int, Workload], guards: Guards, backend: Bac
         wl = workloads[tokens]
         inputs = [wl.inputs(seed + 1 + r) for r in range(replays)]
         refs = [wl.reference(x) for x in inputs]
-        static = {}
-        with guards.tagged(tokens), GuardMode(guards):
-            for key, value in inputs[0].items():
-                # zeros, not empty: `arm` re-poisons empty buffers, and these hold the inputs across it
-                with guards.named(f"input.{key}"):
-                    static[key] = torch.zeros_like(value)
+        with guards.tagged(tokens):
+            static = {key: guards.adopt(value, f"input.{key}") for key, value in inputs[0].items()}
         sizes.append(_Size(wl, tokens, inputs, refs, static, SizeOutcome(tokens)))
 
     for size in sizes:
@@ -347,7 +374,7 @@ def run_protocol(workloads: Mapping[int, Workload], guards: Guards, backend: Bac
             size.outcome.error, size.outcome.error_kind = str(err), "capture-error"
             if "invalid argument" in str(err):
                 size.outcome.notes.append("invalid argument at capture end: probably a memset past its allocation")
-        except GuardBudgetError:
+        except UsageError:
             raise
         except Exception as err:  # noqa: BLE001 - the re-execution backend runs the op while capturing
             size.outcome.error, size.outcome.error_kind = f"{type(err).__name__}: {_first_line(err)}", "crash"
@@ -390,9 +417,9 @@ def _eager(size: _Size, guards: Guards, backend: Backend, step_mode: bool) -> No
                 out.eager_us.append(stop())
                 guards.check(f"eager T={size.tokens} #{r + 1}")
                 size.eager.append(result.detach().clone())
-            out.comparisons.append((f"eager #{r + 1} vs reference",
-                                    compare(size.eager[r], size.refs[r], size.workload.tolerance)))
-    except GuardBudgetError:
+            label = "vs reference" if size.refs[r] is not None else "finite (no reference)"
+            out.comparisons.append((f"eager #{r + 1} {label}", size.check(r, size.eager[r])))
+    except UsageError:
         raise
     except Exception as err:  # noqa: BLE001 - any failure of the op is a crash verdict, not a harness error
         out.error, out.error_kind = f"{type(err).__name__}: {_first_line(err)}", "crash"
@@ -401,17 +428,17 @@ def _eager(size: _Size, guards: Guards, backend: Backend, step_mode: bool) -> No
         out.attribution = _attribute(size, guards, backend)
 
 
-def _attribute(size: _Size, guards: Guards, backend: Backend) -> str | None:
+def _attribute(size: _Size, guards: Guards, backend: Backend) -> Verdict | None:
     """Rerun eagerly with one poison made benign at a time: the one that fixes the output is the cause."""
     r = next(i for i, (_, c) in enumerate(size.outcome.comparisons) if not c.ok)
-    variants = (("uninit-read", guards.benign_empties, "empty buffers hold zeros instead of poison"),
-                ("oob-read", guards.benign_guards, "guards hold zeros instead of NaN"))
+    variants = ((Verdict.UNINIT_READ, guards.benign_empties, "empty buffers hold zeros instead of poison"),
+                (Verdict.OOB_READ, guards.benign_guards, "guards hold zeros instead of NaN"))
     for cause, benign, how in variants:
         size.load(r)
         guards.arm("nan")
         with benign(), _guarded(guards):
             result = size.thunk(_no_step)()
-            fixed = compare(result, size.refs[r], size.workload.tolerance)
+            fixed = size.check(r, result)
         guards.arm("nan")  # the benign guard fill is not a finding
         if fixed.ok:
             size.outcome.notes.append(f"{cause}: the output is right when {how} ({fixed})")
@@ -431,11 +458,12 @@ def _replay(size: _Size, r: int, guards: Guards, backend: Backend) -> None:
     except CaptureError as err:
         out.error, out.error_kind = str(err), "capture-error"
         return
-    except GuardBudgetError:
+    except UsageError:
         raise
     except Exception as err:  # noqa: BLE001 - a failed replay is a crash verdict
         out.error, out.error_kind = f"{type(err).__name__}: {_first_line(err)}", "crash"
         return
-    tol = size.workload.tolerance
-    out.comparisons.append((f"replay #{r + 1} vs reference", compare(result, size.refs[r], tol)))
-    out.comparisons.append((f"replay #{r + 1} vs eager", compare(result, size.eager[r].to(torch.float64), tol)))
+    if size.refs[r] is not None:
+        out.comparisons.append((f"replay #{r + 1} vs reference", size.check(r, result)))
+    eager = size.eager[r].to(torch.float64)
+    out.comparisons.append((f"replay #{r + 1} vs eager", compare(result, eager, size.workload.tolerance)))

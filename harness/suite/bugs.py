@@ -1,7 +1,8 @@
-"""The bug registry: scenarios/bugs.yaml parsed into frozen models, each bug a buggy and a fixed variant.
+"""The bug registry: a scenario folder's bugs.yaml parsed into frozen models, each bug a buggy and a fixed side.
 
-A variant is (scenario id, policy) at the bug's capture size. The registry states what each variant
-must show, down to the byte: `reproduce` runs both and `judge` compares what was found with it.
+A side is (scenario id, variant) at the bug's capture size, for a scenario of any kind (an MoE policy, an
+op scenario's variant). The registry states what each side must show, down to the byte: `reproduce` runs
+both and compares what was found with it.
 """
 
 from __future__ import annotations
@@ -12,54 +13,35 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     Strict,
-    StringConstraints,
     ValidationError,
     ValidationInfo,
     model_validator,
 )
 
-from harness.errors import bad_value, display_path, show
-from harness.guard import Violation
-from harness.results import CaseResult
-from harness.scenario import (
-    REGISTRY_FILE,
-    Scenario,
-    Verdict,
-    bad_entry,
-    check_id,
-    file_schema,
-    load_scenarios,
-    read_yaml,
-    resolve,
-    rule,
-    scenario_files,
-)
-from kernels.contracts import Policy
+from graph_harness.core.guard import Violation
+from graph_harness.core.results import CaseResult
+from graph_harness.core.verdict import Verdict
+from graph_harness.errors import bad_value, display_path, show
+from graph_harness.schema import Frozen, Text, bad_entry, check_id, file_schema, read_yaml, rule
+from graph_harness.suite.files import REGISTRY_FILE, Scenario, load_scenarios, scenario_files
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 Bytes = Annotated[int, Strict(), Field(ge=1)]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Variant(_Frozen):
-    """One side of a bug: a scenario's policy, the verdict it must get and, for oob-write, its bytes."""
+class BugSide(Frozen):
+    """One side of a bug: a scenario's variant, the verdict it must get and, for oob-write, its bytes."""
 
     scenario: Text
-    policy: Policy
+    variant: Text  # an MoE scenario's policy, or an op scenario's variant
     verdict: Verdict
     buffer: Text | None = None  # the corrupted buffer, as the guards name it
     allocated: Bytes | None = None  # its size in bytes
     written: Bytes | None = None  # bytes from its far edge through the farthest corrupted byte: allocated + extent
 
     @model_validator(mode="after")
-    def _bytes_with_oob_write(self) -> Variant:
+    def _bytes_with_oob_write(self) -> BugSide:
         """Byte figures go with oob-write, and only with it."""
         stated = [f for f in ("buffer", "allocated", "written") if getattr(self, f) is not None]
         if self.verdict == "oob-write" and len(stated) < 3:
@@ -79,15 +61,15 @@ class Variant(_Frozen):
         return self.written - self.allocated
 
 
-class Bug(_Frozen):
+class Bug(Frozen):
     """One `scenarios/bugs.yaml` entry; its id is the YAML key."""
 
     title: Text
     source: Text  # the PR or issue, e.g. "aiter #2508 / #2551"
     why: Text
     size: Annotated[int, Strict(), Field(ge=1)]  # the capture size both variants run at
-    buggy: Variant
-    fixed: Variant
+    buggy: BugSide
+    fixed: BugSide
 
     @model_validator(mode="after")
     def _against_scenarios(self, info: ValidationInfo) -> Bug:
@@ -101,12 +83,12 @@ class Bug(_Frozen):
             scenario = scenarios.get(variant.scenario)
             if scenario is None:
                 raise rule(", ".join(scenarios) or "a scenario id", f"{side}.scenario", repr(variant.scenario))
-            if variant.policy not in scenario.policies:
-                raise rule(", ".join(p.value for p in scenario.policies), f"{side}.policy", variant.policy.value,
-                           f"the policies of {variant.scenario}")
-            expected = scenario.policies[variant.policy]
+            if variant.variant not in scenario.variant_names():
+                raise rule(", ".join(scenario.variant_names()), f"{side}.variant", variant.variant,
+                           f"the variants of {variant.scenario}")
+            expected = scenario.expected(variant.variant)
             if variant.verdict != expected:
-                raise rule(f"{expected}, as {variant.scenario} expects of {variant.policy.value}",
+                raise rule(f"{expected}, as {variant.scenario} expects of {variant.variant}",
                            f"{side}.verdict", variant.verdict)
             if self.size not in scenario.capture_sizes:
                 raise rule(f"a capture size of {variant.scenario} ({', '.join(map(str, scenario.capture_sizes))})",
@@ -116,23 +98,21 @@ class Bug(_Frozen):
         return self
 
 
-def _agrees_with_scenario(side: str, variant: Variant, scenario: Scenario, size: int) -> None:
-    """An oob-write variant's bytes are the scenario's: its expect_bytes, or else the stage1 footprint
-    model's allocation and overflow at the bug's size. One truth, checked when the registry loads."""
-    stated = scenario.expect_bytes.get(variant.policy)
-    if stated is not None:
-        if (stated.buffer, stated.extent) != (variant.buffer, variant.extent):
-            raise rule(f"{stated.buffer} with written - allocated = {stated.extent:,}, as {variant.scenario} "
-                       "states", f"{side}.written", f"{variant.buffer} {show(variant.written)}")
-        return
-    if not isinstance(scenario.cu_num, int):
-        return  # `device`: the footprint depends on the GPU the run lands on
-    (case,) = (c for c in resolve(variant.scenario, scenario, size, "gpu") if c.policy is variant.policy)
-    fp = case.footprint()
-    if (variant.allocated, variant.extent) != (fp.alloc_bytes, fp.predicted_overflow_bytes):
-        predicted = f"allocated {fp.alloc_bytes:,}, written {fp.alloc_bytes + fp.predicted_overflow_bytes:,}"
-        raise rule(f"{predicted}, the footprint of {variant.scenario} {variant.policy.value} at T={size}",
-                   f"{side}.written", f"allocated {show(variant.allocated)}, written {show(variant.written)}")
+def _agrees_with_scenario(side: str, variant: BugSide, scenario: Scenario, size: int) -> None:
+    """An oob-write side's bytes are the scenario's: what it states of the buffer, its allocation and the extent
+    (an MoE scenario's expect_bytes, or else the stage1 footprint's). One truth, checked when the registry loads."""
+    stated = scenario.stated_bytes(variant.scenario, variant.variant, size)
+    if stated is None:
+        return  # the scenario cannot know (cu_num `device`, an expectation without an extent)
+    buffer, allocated, extent = stated
+    if (buffer or variant.buffer, allocated or variant.allocated, extent) != (variant.buffer, variant.allocated,
+                                                                              variant.extent):
+        wanted = ", ".join(part for part in (
+            f"buffer {buffer}" if buffer else "", f"allocated {allocated:,}" if allocated else "",
+            f"written = allocated + {extent:,}" if not allocated else f"written {allocated + extent:,}") if part)
+        raise rule(f"{wanted}, as {variant.scenario} {variant.variant} states at T={size}",
+                   f"{side}.written", f"{variant.buffer} allocated {show(variant.allocated)}, "
+                                      f"written {show(variant.written)}")
 
 
 def registry_path(directory: Path) -> Path:
@@ -189,7 +169,7 @@ class Figures:
         return self.written / self.allocated
 
 
-def _pick_violation(variant: Variant, violations: tuple[Violation, ...]) -> Violation | None:
+def _pick_violation(variant: BugSide, violations: tuple[Violation, ...]) -> Violation | None:
     """The violation of the registry's buffer if there is one, else the farthest-reaching."""
     named = [v for v in violations if v.buffer == variant.buffer]
     if named:
@@ -197,7 +177,7 @@ def _pick_violation(variant: Variant, violations: tuple[Violation, ...]) -> Viol
     return violations[0] if violations else None
 
 
-def figures(variant: Variant, result: CaseResult) -> Figures:
+def figures(variant: BugSide, result: CaseResult) -> Figures:
     """The figures of a variant's result, read off the violation the registry names."""
     v = _pick_violation(variant, result.violations)
     if v is None:
@@ -209,7 +189,7 @@ def figures(variant: Variant, result: CaseResult) -> Figures:
     return Figures(result.verdict, v.buffer, v.buffer_bytes, v.buffer_bytes + v.extent, first, last)
 
 
-def matches(variant: Variant, found: Figures) -> bool:
+def matches(variant: BugSide, found: Figures) -> bool:
     """Whether a run shows exactly what the registry states: the verdict, and the bytes for oob-write."""
     if found.verdict != variant.verdict:
         return False
@@ -249,4 +229,4 @@ class Reproduction:
 
 def registry_schema() -> dict[str, Any]:
     """The JSON Schema of scenarios/bugs.yaml."""
-    return file_schema(Bug, "graph-harness bug registry: bug id -> bug")
+    return file_schema([Bug], "graph-harness bug registry: bug id -> bug")

@@ -1,4 +1,4 @@
-"""`graph-harness report`: the nightly job. Run the matrix (or read a run's JSON), write tables, plots and reports."""
+"""`graph-harness report`: the nightly job. Run the matrix (or read a run's JSON); write tables, plots and reports."""
 
 from __future__ import annotations
 
@@ -8,14 +8,21 @@ import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from harness.cli_parts import print_failure
-from harness.errors import bad_value, display_path
-from harness.results import CaseResult
-from reports.baseline import (
+from graph_harness.cli.common import (
+    Subparsers,
+    add_selection,
+    print_failure,
+    print_limits,
+    run_with_progress,
+    selection,
+)
+from graph_harness.core.results import CaseResult
+from graph_harness.core.triton_env import device
+from graph_harness.errors import bad_value, display_path
+from graph_harness.reports.baseline import (
     DEFAULT_LATENCY_THRESHOLD,
     compare,
     diff_headline,
@@ -24,14 +31,11 @@ from reports.baseline import (
     plural,
     summarize,
 )
-from reports.frame import csv_text, frame_results, parquet_bytes, read_csv, read_parquet, results_frame
-from reports.html import report_html
-from reports.markdown import report_markdown
-from reports.plots import latency_plot, verdict_heatmap
-from reports.summary import headline
-
-if TYPE_CHECKING:
-    from harness.cli import Subparsers
+from graph_harness.reports.frame import csv_text, frame_results, parquet_bytes, read_csv, read_parquet, results_frame
+from graph_harness.reports.html import report_html
+from graph_harness.reports.markdown import report_markdown
+from graph_harness.reports.plots import latency_plot, verdict_heatmap
+from graph_harness.reports.summary import headline
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
@@ -39,7 +43,7 @@ RESULTS_PARQUET, RESULTS_CSV = "results.parquet", "results.csv"
 # (caption, file name) of each figure; report.md links the files, report.html inlines the same bytes.
 FIGURES = (("verdict per scenario x capture size, per policy", "verdicts.png"),
            ("replay latency against capture size: split-K (filled) against ksplit = 1 (hollow)", "latency.png"))
-_RUN_FLAGS = ("scenarios", "policies", "sizes", "seed", "replays", "guard_budget", "scenario_dir")
+_RUN_FLAGS = ("scenarios", "variants", "sizes", "seed", "replays", "guard_budget", "scenario_dir")
 _FROM_BASELINE = "a folder written by graph-harness report --out (results.parquet or results.csv)"
 
 
@@ -55,9 +59,6 @@ def _threshold(text: str) -> float:
 
 def add_report(sub: Subparsers) -> None:
     """Register the `report` subcommand, with the selection flags of `run`."""
-    # harness.cli imports this module to register it, so its helpers are imported once it has loaded.
-    from harness.cli import add_selection
-
     parser = sub.add_parser("report", help="run every case (or read a run's JSON); write results, plots, reports")
     add_selection(parser)
     parser.add_argument("--out", type=Path, default=Path("report"), metavar="DIR",
@@ -136,12 +137,14 @@ def _prepare(out: Path) -> None:
 
 def _run_matrix(args: argparse.Namespace, results: list[CaseResult], stamps: list[datetime]) -> None:
     """Run every planned scenario-policy group, rewriting the results after each; appends as it goes."""
-    from harness.cli import run_plan
+    from graph_harness.schema import profile_of
+    from graph_harness.suite.plan import make_plan
 
-    groups = run_plan(args)
+    chosen = selection(args)
+    plan = make_plan(chosen, profile_of(device()))  # bad ids and flags fail here, before anything is written
     _prepare(args.out)
     _write_results(args.out, [], [])  # a stale run's rows never pass for this one's, and a bad --out fails now
-    for group in groups:
+    for group in run_with_progress(plan, chosen):
         results.extend(group)
         stamps.extend([datetime.now(timezone.utc)] * len(group))
         _write_results(args.out, results, stamps)
@@ -185,6 +188,7 @@ def _report(args: argparse.Namespace, console: Console) -> int:
         console.print(diff_headline(diff), markup=False, highlight=False)
     for r in summary.failures:
         print_failure(console, r)
+    print_limits(console, results)
     console.print(headline(summary, diff), markup=False, highlight=False)
     console.print(f"wrote {display_path(args.out / 'report.html')}", markup=False, highlight=False)
     if interrupted:

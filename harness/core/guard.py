@@ -31,7 +31,7 @@ from typing import Any, Literal
 import torch
 from torch.overrides import TorchFunctionMode
 
-from kernels._triton import tl, triton  # sets TRITON_INTERPRET on a CPU-only machine before triton loads
+from graph_harness.core.triton_env import tl, triton  # sets TRITON_INTERPRET on a CPU-only machine before triton loads
 
 Fill = Literal["nan", "dense"]
 Side = Literal["underflow", "overflow"]
@@ -45,12 +45,25 @@ _BLOCK_WORDS = 4096  # words per program of the guard kernels: 16 KiB
 MIB = 1 << 20
 _MIN_GUARD = 2 * MIB  # a caching-allocator small segment: an in-segment overrun fits in one guard
 _RATIO = 16  # the founding overrun is 16x (aiter #2508): a guard of 16x the buffer holds it
+# Inputs and constants (weights) the op only reads: 16x a 60 GB weight is no guard anyone can hold, and a read
+# past a weight goes a row or a tile too far (a 128-row tile of DeepSeek-V3's fp8 w1 is 0.9 MB), not 16
+# times its size. Every guard is read by every check, so this keeps a layer's weights from doubling its cost.
+_BOUNDED_MAX = 4 * MIB
 _ALIGN = 256  # buffer starts, as the caching allocator aligns them (Triton vectorises on 16)
 
-_HARNESS_DIR = str(Path(__file__).resolve().parent)
-_TORCH_DIR = str(Path(torch.__file__).resolve().parent)
+
+
+def _dirs(module_file: str) -> tuple[str, ...]:
+    """A module's folder as frames name it: as imported and resolved (an editable install's tree of links
+    names frames by the link)."""
+    return tuple(dict.fromkeys((str(Path(module_file).parent), str(Path(module_file).resolve().parent))))
+
+
+_CORE_DIRS = _dirs(__file__)  # the harness's own frames: never an op's call site
+_TORCH_DIRS = _dirs(torch.__file__)
 # Allocations made by triton itself (the interpreter's host copies of arguments) are not the op's.
-_TRITON_DIR = str(Path(triton.__file__).resolve().parent)
+_TRITON_DIRS = _dirs(triton.__file__)
+_THIS = {__file__, str(Path(__file__).resolve())}
 _ASSIGN = re.compile(r"\s*([A-Za-z_]\w*)\s*(?::[^=]+)?=[^=]")
 
 
@@ -80,6 +93,9 @@ class Violation:
     buffer_bytes: int
     op: str | None
     phases: tuple[str, ...]
+    # (byte offset, bytes) of the view the op was given, when the guarded buffer is its whole allocation and the
+    # view covers only part of it: the offsets above are then from the allocation's edge, not the view's.
+    view: tuple[int, int] | None = None
 
     @property
     def extent(self) -> int:
@@ -100,6 +116,7 @@ class Buffer:
     row_bytes: int | None  # row stride of a 2-D buffer
     tag: int | None = None  # the capture size it belongs to, when several share the slab
     poison: int | None = None  # the 4-byte poison word of an `empty` buffer, re-written by every `arm`
+    view: tuple[int, int] | None = None  # (byte offset, bytes) of the view the op was given, when only part of it
 
 
 @dataclass
@@ -243,7 +260,12 @@ class _Layout:
             len(self.tail_at), BLOCK=_BLOCK_WORDS, TAIL=triton.next_power_of_2(max(len(self.tail_at), 1)))
 
 
-class GuardBudgetError(Exception):
+class UsageError(Exception):
+    """The harness was used against its rules (an op that returns no tensor, inputs on another device): raised
+    to the caller, never turned into a verdict about the op."""
+
+
+class GuardBudgetError(UsageError):
     """The slab cannot hold a buffer even with the smallest guard (not a RuntimeError: no op raised it)."""
 
 
@@ -255,13 +277,13 @@ def call_site() -> tuple[str, str] | None:
     this module's own bookkeeping: those are not the op's buffers.
     """
     frame = sys._getframe(2)  # past call_site and GuardMode.__torch_function__
-    while frame is not None and frame.f_code.co_filename.startswith(_TORCH_DIR):
+    while frame is not None and frame.f_code.co_filename.startswith(_TORCH_DIRS):
         frame = frame.f_back  # type: ignore[assignment]
     if frame is None:
         return "buffer", "?"
-    if frame.f_code.co_filename == __file__ or frame.f_code.co_filename.startswith(_TRITON_DIR):
+    if frame.f_code.co_filename in _THIS or frame.f_code.co_filename.startswith(_TRITON_DIRS):
         return None
-    while frame.f_back is not None and frame.f_code.co_filename.startswith((_HARNESS_DIR, _TORCH_DIR)):
+    while frame.f_back is not None and frame.f_code.co_filename.startswith((*_CORE_DIRS, *_TORCH_DIRS)):
         frame = frame.f_back
     filename, line, function = frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name
     try:
@@ -286,7 +308,7 @@ class Guards:
         self.min_guard = min_guard
         self.ratio = ratio
         self.buffers: list[Buffer] = []
-        self.notes: list[str] = []
+        self._limits: list[tuple[int | None, str]] = []  # (tag, what could not be guarded as wanted)
         self.fill: Fill = "nan"
         self._words: dict[Fill, int] = dict(WORDS)
         self._poisoned = True
@@ -300,6 +322,7 @@ class Guards:
         self._label: str | None = None
         self._name: str | None = None
         self._tag: int | None = None
+        self._bounded = False
 
     # -- the slab ------------------------------------------------------------------------------
 
@@ -338,6 +361,8 @@ class Guards:
         return overflow if nbytes == alloc else 0
 
     def _guard_size(self, nbytes: int) -> int:
+        if self._bounded:
+            return _round_up(max(self.min_guard, min(self.ratio * nbytes, _BOUNDED_MAX)), _ALIGN)
         return _round_up(max(self.min_guard, self.ratio * nbytes, self._cover(nbytes)), _ALIGN)
 
     def allocate(self, nbytes: int, name: str, site: str, row_bytes: int | None, *, empty_itemsize: int | None = None,
@@ -352,9 +377,11 @@ class Guards:
         body = _round_up(max(nbytes, 1), 4)
         guard = want
         free = self.budget - self._used
-        if 2 * guard + _round_up(body, _ALIGN) > free // 4:
-            # Short of room: the guard the footprint needs (or 2 MiB) if it fits, else each guard a
-            # sixteenth of what is left, so that the buffers after this one still get guards.
+        if 2 * guard > (free - _round_up(body, _ALIGN)) // 4:
+            # Short of room: the guards would take over a quarter of what the buffer leaves. Then the guard
+            # the footprint needs (or 2 MiB) if it fits, else each guard a sixteenth of what is left, so that
+            # the buffers after this one still get guards. (A big buffer with small guards, a layer's
+            # weights, is not short of room.)
             guard = _round_up(max(self.min_guard, self._cover(nbytes)), _ALIGN)
             if 2 * guard + _round_up(body, _ALIGN) > free:
                 guard = (free - _round_up(body, _ALIGN)) // 16 // _ALIGN * _ALIGN
@@ -363,8 +390,8 @@ class Guards:
                     f"guard budget {self.budget:,} B exhausted at {name} ({site}): {nbytes:,} B needs "
                     f"{2 * _ALIGN + body:,} B, {free:,} B left")
             if guard < want:
-                self.notes.append(f"not fully guarded: {name} ({site}) has {guard:,} B guards, {want:,} B wanted "
-                                  f"(guard budget {self.budget:,} B)")
+                self._limits.append((self._tag, f"not fully guarded: {name} ({site}) has {guard:,} B guards, "
+                                                f"{want:,} B wanted (guard budget {self.budget:,} B)"))
         start = self._used + guard
         right = _round_up(start + body, _ALIGN) + guard - (start + nbytes)
         poison = _POISON_WORD.get(empty_itemsize or 0) if empty_itemsize else None
@@ -379,6 +406,47 @@ class Guards:
     def view(self, buf: Buffer, dtype: torch.dtype) -> torch.Tensor:
         """The buffer's bytes as a flat tensor of `dtype`."""
         return self.slab[buf.start: buf.start + buf.nbytes].view(dtype)
+
+    def adopt(self, tensor: torch.Tensor, name: str) -> torch.Tensor:
+        """A guarded copy of a tensor made outside the op (an input, a weight): its whole allocation is copied
+        into an arena with a bounded guard, and the same view of it returned, so strides and offset stay.
+
+        The guards sit at the allocation's edges. When the tensor covers only part of its allocation, an
+        overrun of the view that stays inside the allocation is not seen, and `limits` says so.
+        """
+        if tensor.device.type != self.device.type or (tensor.device.index not in (None, self.device.index)):
+            raise UsageError(f"{name} is on {tensor.device}; the guards are on {self.device}: make it there")
+        storage = tensor.untyped_storage()
+        itemsize = tensor.element_size()
+        nbytes = storage.nbytes()
+        if 2 * nbytes > self.budget - self._used:
+            # A copy that would take half the room left would starve the op's own buffers of guards: the tensor
+            # stays where it is, unguarded, and the result says so. (A GPU run of DeepSeek-V3 EP, 11 GB of
+            # weights, under four xdist workers: each worker's budget is a quarter of 60% of the free memory.)
+            self._limits.append((self._tag, f"{name} ({nbytes:,} B) is not guarded: a copy would take more than "
+                                            f"half of the guard budget's {self.budget - self._used:,} B left; "
+                                            "a larger --guard-budget guards it"))
+            return tensor
+        row_bytes = tensor.stride(0) * itemsize if tensor.dim() == 2 else None
+        span = (1 + sum((n - 1) * st for n, st in zip(tensor.shape, tensor.stride(), strict=True))
+                if tensor.numel() else 0) * itemsize
+        offset = int(tensor.storage_offset()) * itemsize
+        with self.named(name), self._setting("_bounded", True):
+            buf = self.allocate(nbytes, name, "made outside the op", row_bytes)
+        if (offset, span) != (0, nbytes):
+            buf.view = (offset, span)
+            self._limits.append((self._tag, f"{name} is a view of {span:,} B at byte {offset:,} of its {nbytes:,} B "
+                                            "allocation: the guards sit at the allocation's edges, so an overrun of "
+                                            "the view that stays inside the allocation is not seen"))
+        whole = torch.empty(0, dtype=torch.uint8, device=tensor.device).set_(storage, 0, (nbytes,), (1,))
+        self.view(buf, torch.uint8).copy_(whole)
+        flat = self.slab[buf.start: buf.start + _round_up(nbytes, itemsize)].view(tensor.dtype)
+        # as_strided counts its offset in the slab's storage, not from `flat`'s start.
+        return flat.as_strided(tensor.shape, tensor.stride(), flat.storage_offset() + tensor.storage_offset())
+
+    def limits(self, tag: int | None = None) -> tuple[str, ...]:
+        """What could not be guarded as wanted, for buffers of capture size `tag` and those shared by all sizes."""
+        return tuple(dict.fromkeys(text for t, text in self._limits if tag is None or t in (None, tag)))
 
     @contextmanager
     def scope(self) -> Iterator[None]:
@@ -520,10 +588,10 @@ class Guards:
         return None
 
     def violations(self, tag: int | None = None) -> tuple[Violation, ...]:
-        """The findings so far (of buffers tagged `tag`, if given), farthest-reaching first."""
+        """The findings so far (of buffers tagged `tag` or shared by every size, if given), farthest-reaching first."""
         out = []
         for found in self._findings.values():
-            if tag is not None and found.buffer.tag != tag:
+            if tag is not None and found.buffer.tag not in (None, tag):
                 continue
             buf = found.buffer
             nonzero = torch.nonzero(found.bits).flatten()
@@ -543,7 +611,7 @@ class Guards:
                     offsets = torch.nonzero(_unpack(found.bits)).flatten() - base
                     rows = int(torch.unique(torch.div(offsets, buf.row_bytes, rounding_mode="floor")).numel())
             out.append(Violation(buf.name, buf.site, found.side, first - base, last - base, count, rows, buf.nbytes,
-                                 found.op, tuple(found.phases)))
+                                 found.op, tuple(found.phases), buf.view))
         return tuple(sorted(out, key=lambda v: (-v.extent, v.buffer, v.side)))
 
 
@@ -629,6 +697,9 @@ class GuardMode(TorchFunctionMode):
             src, rest = args[0], list(args[1:])
             shape = tuple(src.shape)
             dtype, device = kwargs.get("dtype") or src.dtype, kwargs.get("device") or src.device
+            # torch keeps a dense source's strides (preserve_format) or takes the format asked: ask it, on meta.
+            stride = torch.empty_like(src, dtype=dtype, device="meta",
+                                      memory_format=kwargs.get("memory_format", torch.preserve_format)).stride()
             if kind == "full":
                 value = rest[0] if rest else kwargs["fill_value"]
         elif func in _NEW:
@@ -645,12 +716,12 @@ class GuardMode(TorchFunctionMode):
             if kind == "full":
                 value = rest.pop() if len(rest) > 1 else kwargs["fill_value"]
             shape = _size(rest) if rest else _size([kwargs["size"]])
-            dtype = kwargs.get("dtype") or (torch.get_default_dtype() if kind != "full" or isinstance(value, float)
-                                            else None)
+            if kwargs.get("memory_format", torch.contiguous_format) != torch.contiguous_format:
+                stride = torch.empty(shape, device="meta", memory_format=kwargs["memory_format"]).stride()
+            # `full` infers its dtype from the value as torch.tensor does: int64, bool, the default float dtype.
+            dtype = kwargs.get("dtype") or (torch.tensor(value).dtype if kind == "full" else torch.get_default_dtype())
             device = kwargs.get("device")
-            if dtype is None:
-                return None  # full with an int or bool value infers its dtype: leave it to torch
-        device = torch.device(device) if device is not None else torch.device("cpu")
+        device = torch.device(device) if device is not None else torch.get_default_device()
         if device.type != self.guards.device.type or (device.index is not None
                                                       and device.index != self.guards.device.index):
             return None

@@ -1,0 +1,121 @@
+"""What every subcommand shares: argument types, the selection and scenario-folder flags, the progress of a
+run, JSON output and a failure's lines. Subcommand modules import this; `graph_harness.cli` imports them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from graph_harness.core.guard import GuardBudgetError
+from graph_harness.core.results import CaseResult
+from graph_harness.errors import bad_value, display_path
+from graph_harness.suite.plan import Plan, Selection, run_group
+
+PROG = "graph-harness"
+EXIT_BAD_INPUT = 2  # argparse's own code for a usage error
+Subparsers: TypeAlias = "argparse._SubParsersAction[Any]"
+
+
+def _int_at_least(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        if text.isdigit() and int(text) >= minimum:
+            return int(text)
+        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: integer >= {minimum}")
+
+    return parse
+
+
+non_negative_int = _int_at_least(0)
+positive_int = _int_at_least(1)
+at_least_two = _int_at_least(2)
+
+
+def gib(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if value > 0:
+        return int(value * (1 << 30))
+    raise argparse.ArgumentTypeError(f"got {text!r}; allowed: GiB > 0")
+
+
+def add_scenario_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenarios", dest="scenario_dir", type=Path, metavar="DIR",
+                        help="scenario folder, its bugs.yaml and ledger.yaml included (default: the built-in "
+                             "scenarios that ship with graph-harness)")
+
+
+def add_selection(parser: argparse.ArgumentParser) -> None:
+    """The case-selection flags `run` and `report` share; `selection` reads them."""
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario id (default: all)")
+    parser.add_argument("--variant", "--policy", dest="variants", action="append", metavar="V",
+                        help="variant: an MoE scenario's stage1 allocation policy, or an op scenario's variant "
+                             "(repeatable; default: every variant)")
+    parser.add_argument("--sizes", nargs="+", type=positive_int, metavar="T",
+                        help="capture sizes (default: the scenario's, cpu_sizes on CPU)")
+    parser.add_argument("--seed", type=non_negative_int, metavar="N", help="seed (default: the scenario's)")
+    parser.add_argument("--replays", type=at_least_two, metavar="N", help="replays per graph (>= 2; default: 2)")
+    parser.add_argument("--guard-budget", type=gib, metavar="GIB",
+                        help="guard slab size (default: 1 GiB on CPU, 60%% of free GPU memory up to 48 GiB)")
+    add_scenario_dir(parser)
+
+
+def selection(args: argparse.Namespace) -> Selection:
+    """The selection the flags of `add_selection` ask for."""
+    return Selection(scenarios=args.scenarios, variants=args.variants or (), sizes=args.sizes or (), seed=args.seed,
+                     replays=args.replays, guard_budget=args.guard_budget, scenario_dir=args.scenario_dir)
+
+
+def run_with_progress(plan: Plan, chosen: Selection) -> Iterator[list[CaseResult]]:
+    """Run the plan's groups with a progress bar on a terminal's stderr; yields each group's results as it
+    finishes, so that callers can save them before the next."""
+    stderr = Console(stderr=True)
+    # Off in a pipe (the nightly job's log): there a stopped live display leaves a blank line before any error.
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=stderr, transient=True, disable=not stderr.is_terminal)
+    with progress:
+        task = progress.add_task("cases", total=plan.total)
+        for group in plan.groups:
+            progress.update(task, description=f"{group.scenario_id} {group.variant} "
+                                              f"T={','.join(map(str, group.sizes))}")
+            try:
+                results = run_group(group, chosen)
+            except GuardBudgetError as err:
+                shown = f"{chosen.guard_budget / (1 << 30):g} GiB" if chosen.guard_budget else "the default"
+                raise bad_value("--guard-budget", "", shown, "a budget the case fits in and the device holds",
+                                str(err)) from err
+            yield results
+            progress.advance(task, len(group.sizes))
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write `data` as JSON (NaN refused); an unwritable path is bad input naming --json."""
+    try:
+        path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    except OSError as err:
+        raise bad_value("--json", "", display_path(path), "a writable file path", err.strerror or "") from err
+
+
+def print_failure(console: Console, result: CaseResult, side: str = "") -> None:
+    """`FAIL [side] scenario variant T=n: reason` and the command that reruns the case, never as markup."""
+    head = f" {side}" if side else ""
+    console.print(Text.assemble(("FAIL", "red"), f"{head} {result.scenario} {result.variant} "
+                                                 f"T={result.capture_size}: {result.reason}"), highlight=False)
+    if result.repro:
+        console.print(f"  repro: {result.repro}", markup=False, highlight=False)
+
+
+def print_limits(console: Console, results: list[CaseResult]) -> None:
+    """One `limit:` line per thing a case could not check, so that no verdict reads as more than it is."""
+    for r in results:
+        for limit in r.limits:
+            console.print(f"limit: {r.scenario} {r.variant} T={r.capture_size}: {limit}", markup=False,
+                          highlight=False)

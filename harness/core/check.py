@@ -1,0 +1,258 @@
+"""`check`: guard, run, capture, replay and judge any op at several capture sizes; and the judging every
+runner shares (the MoE domain's too), from protocol outcomes to `CaseResult`s.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from graph_harness.core.capture import Backend, Step, Workload, default_backend, run_protocol
+from graph_harness.core.expect import Expectation, describe, expectation
+from graph_harness.core.guard import Guards, UsageError
+from graph_harness.core.results import CaseResult, Param, environment
+from graph_harness.core.triton_env import INTERPRET
+from graph_harness.core.triton_env import device as default_device
+from graph_harness.core.verdict import classify, max_rel_err
+
+GIB = 1 << 30
+# The slab is reserved whole. On CPU its pages are touched only as arenas are carved; the MoE CPU
+# profile's largest group (3 sizes, ~15 buffers each with 2x2 MiB guards) uses ~200 MiB.
+_CPU_BUDGET = 1 * GIB
+_GPU_BUDGET_MAX = 48 * GIB
+# Of the memory free when the case starts: the rest is for the graph pool, the fp64 reference and a
+# second xdist worker. DeepSeek-V3 EP at all 51 sizes needs ~13 GiB of guards for the footprint alone.
+_GPU_BUDGET_SHARE = 0.6
+
+Inputs = Callable[[int, int], Mapping[str, torch.Tensor]]
+Op = Callable[..., torch.Tensor]
+Reference = Callable[..., torch.Tensor]
+ExpectLike = Expectation | str | Callable[[int], Expectation | str]
+
+_GUARD_MODULE = "graph_harness.core.guard"
+DEFAULT_TOLERANCE = 1e-2  # relative L2 error: bf16 keeps 8 bits
+NO_REFERENCE = "no reference: each output was checked for NaN and inf, and each replay against eager"
+
+
+def default_budget(device: torch.device) -> int:
+    """Guard slab bytes: 1 GiB on CPU; on a GPU 60% of free memory, at most 48 GiB, shared by xdist workers."""
+    if device.type != "cuda":
+        return _CPU_BUDGET
+    gc.collect()  # the last case's graphs and slab, if a cycle still holds them
+    torch.cuda.empty_cache()  # a cached 37 GiB block cannot serve a 41 GiB slab
+    free, _ = torch.cuda.mem_get_info(device)
+    sharing = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) // max(torch.cuda.device_count(), 1))
+    return min(_GPU_BUDGET_MAX, int(free * _GPU_BUDGET_SHARE / sharing))
+
+
+@dataclass(frozen=True)
+class Case:
+    """Who a result belongs to and what it must show: everything about a case but its run."""
+
+    scenario: str
+    variant: str
+    capture_size: int
+    seed: int
+    expect: Expectation
+    params: dict[str, Param] = field(default_factory=dict)
+    repro: str | None = None
+    limits: tuple[str, ...] = ()  # what is known, before anything runs, not to be checked
+
+
+def run_and_judge(cases: Sequence[Case], workloads: Mapping[int, Workload], guards: Guards, backend: Backend, *,
+                  replays: int = 2) -> list[CaseResult]:
+    """Run the protocol over the cases' sizes (one seed, one slab) and judge each against its expectation."""
+    seeds = {c.seed for c in cases}
+    if len(seeds) != 1:
+        raise ValueError(f"cases run together share one seed; got {sorted(seeds)}")
+    outcomes = run_protocol(workloads, guards, backend, seed=seeds.pop(), replays=replays)
+    results = []
+    for case in cases:
+        outcome = outcomes[case.capture_size]
+        violations = guards.violations(tag=case.capture_size)
+        verdict = classify(outcome, violations)
+        passed, reason = case.expect.judge(verdict, violations, outcome)
+        notes = list(outcome.notes)
+        for v in violations:
+            if v.view is not None:
+                offset, span = v.view
+                notes.append(f"{describe(v)}: offsets are from the edge of {v.buffer}'s {v.buffer_bytes:,} B "
+                             f"allocation; the op was given a view of {span:,} B of it at byte {offset:,}")
+        results.append(CaseResult(
+            scenario=case.scenario, variant=case.variant, capture_size=case.capture_size, seed=case.seed,
+            backend=backend.name, verdict=verdict, expected=case.expect.verdict, expectation=str(case.expect),
+            passed=passed, reason=reason, violations=violations, max_rel_err=max_rel_err(outcome),
+            tolerance=workloads[case.capture_size].tolerance, eager_us=_median(outcome.eager_us),
+            replay_us=_median(outcome.replay_us), error=outcome.error, notes=tuple(notes),
+            limits=case.limits + guards.limits(case.capture_size), params=dict(case.params), repro=case.repro,
+            env=environment()))
+    return results
+
+
+def _median(values: Sequence[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+# -- any op, through the public API --------------------------------------------------------------------
+
+class _OpWorkload:
+    """An op the harness never saw, at one capture size: `op(inputs, **constants)` as a Workload."""
+
+    def __init__(self, op: Op, make_inputs: Inputs, size: int, reference: Reference | None,
+                 constants: Mapping[str, Any], tolerance: float, device: torch.device) -> None:
+        self.op, self.make_inputs, self.size, self.ref = op, make_inputs, size, reference
+        self.constants, self.tolerance, self.device = constants, tolerance, device
+
+    def inputs(self, seed: int) -> dict[str, torch.Tensor]:
+        made = self.make_inputs(self.size, seed)
+        if not isinstance(made, Mapping) or not all(isinstance(k, str) for k in made):
+            raise UsageError(f"inputs({self.size}, {seed}) returned {type(made).__name__}; "
+                             "allowed: a dict of name -> Tensor")
+        for key, value in made.items():
+            if not isinstance(value, torch.Tensor):
+                raise UsageError(f"inputs({self.size}, {seed})[{key!r}] is {type(value).__name__}; allowed: a Tensor "
+                                 "(pass values that never change through constants)")
+            if value.device.type != self.device.type:
+                raise UsageError(f"inputs({self.size}, {seed})[{key!r}] is on {value.device}; the check runs on "
+                                 f"{self.device}: make inputs there")
+        return dict(made)
+
+    def run(self, inputs: Mapping[str, torch.Tensor], step: Step) -> torch.Tensor:
+        with _launches_stepped(step, self.device):
+            out = self.op(dict(inputs), **self.constants)
+        if not isinstance(out, torch.Tensor):
+            raise UsageError(f"the op returned {type(out).__name__}; allowed: one Tensor, the same static tensor on "
+                             "every run (return the output buffer, or stack several)")
+        return out
+
+    def reference(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        if self.ref is None:
+            return None
+        with torch.no_grad():
+            ref = self.ref(dict(inputs), **self.constants)
+        if not isinstance(ref, torch.Tensor):
+            raise UsageError(f"the reference returned {type(ref).__name__}; allowed: one Tensor")
+        return ref
+
+
+def _kernel_name(kernel: Any) -> str:
+    fn = getattr(kernel, "fn", None)
+    return str(getattr(fn, "__name__", None) or getattr(kernel, "__name__", "triton kernel"))
+
+
+@contextmanager
+def _launches_stepped(step: Step, device: torch.device) -> Iterator[None]:
+    """Call `step(kernel name)` after each Triton launch, so that a violation names the kernel that wrote it.
+
+    A compiled kernel cannot run on CPU tensors (its inputs made there, or it was defined before
+    TRITON_INTERPRET was set): that is refused with what to do, not reported as a crash of the op.
+    """
+    from triton.runtime.jit import JITFunction
+
+    patched: list[tuple[type, Callable[..., Any]]] = []
+    kinds: list[type] = [JITFunction]
+    if INTERPRET:
+        from triton.runtime.interpreter import InterpretedFunction
+
+        kinds.append(InterpretedFunction)
+
+    stepping = False  # a step checks the guards, and on a GPU that is a Triton launch of its own
+
+    def wrap(kind: type, run: Callable[..., Any]) -> Callable[..., Any]:
+        def stepped(self: Any, *args: Any, **kwargs: Any) -> Any:
+            nonlocal stepping
+            if stepping or getattr(getattr(self, "fn", None), "__module__", "") == _GUARD_MODULE:
+                return run(self, *args, **kwargs)  # the harness's own arm and check kernels, on a GPU
+            name = _kernel_name(self)
+            if device.type == "cpu" and kind is JITFunction:
+                raise UsageError(f"Triton kernel {name} is compiled for a GPU, and the check runs on the CPU, where "
+                                 "its inputs are: make them on the GPU, or define the kernel under TRITON_INTERPRET=1 "
+                                 "(graph_harness sets it when imported first on a machine with no GPU)")
+            if kwargs.get("warmup"):
+                return run(self, *args, **kwargs)
+            stepping = True
+            try:
+                step(f"host code before {name}")  # a raw memset or a torch op since the last launch, not this kernel
+                stepping = False
+                result = run(self, *args, **kwargs)
+                stepping = True
+                step(name)
+            finally:
+                stepping = False
+            return result
+
+        return stepped
+
+    for kind in kinds:
+        run = kind.run  # type: ignore[attr-defined]
+        patched.append((kind, run))
+        kind.run = wrap(kind, run)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for kind, run in patched:
+            kind.run = run  # type: ignore[attr-defined]
+
+
+def _where_inputs_live(inputs: Inputs, size: int, seed: int) -> torch.device:
+    """The device of the op's inputs (the first tensor `inputs` makes); the kernels' default device if none."""
+    made = inputs(size, seed + 1)
+    first = next((v for v in made.values() if isinstance(v, torch.Tensor)), None) if isinstance(made, Mapping) else None
+    return first.device if first is not None else default_device()
+
+
+def _expectation_for(expect: ExpectLike | None, size: int) -> Expectation:
+    if expect is None:
+        return expectation("clean")
+    if callable(expect) and not isinstance(expect, Expectation):
+        return expectation(expect(size))
+    return expectation(expect)
+
+
+def check(op: Op, inputs: Inputs, sizes: Sequence[int] = (1,), *, reference: Reference | None = None,
+          constants: Mapping[str, Any] | None = None, tolerance: float = DEFAULT_TOLERANCE,
+          device: torch.device | str | None = None,
+          expect: ExpectLike | None = None, seed: int = 0, replays: int = 2, guard_budget: int | None = None,
+          name: str | None = None, variant: str = "default", repro: str | None = None,
+          backend: Backend | None = None) -> list[CaseResult]:
+    """Guard, run eagerly, capture, replay and judge `op` at each capture size; one `CaseResult` per size.
+
+    `op(inputs, **constants)` returns one tensor; `inputs(size, seed)` makes fresh inputs for a size, which the
+    harness copies into guarded static buffers; `reference(inputs, **constants)` (optional) computes the
+    expected output. Tensors among `constants` are shared by every size and guarded too, with a bounded guard.
+    `expect` (default: clean) is an `expect.*` matcher, a verdict's name, or a function of the size.
+    `device` (default: where the inputs are made) holds the guards; every input and constant must be there.
+    """
+    if not callable(op) or not callable(inputs):
+        raise UsageError("op and inputs must be callables: op(inputs, **constants) -> Tensor, "
+                         "inputs(size, seed) -> dict[str, Tensor]")
+    if not sizes or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in sizes):
+        raise UsageError(f"sizes: got {list(sizes)!r}; allowed: capture sizes, integers >= 1")
+    if len(set(sizes)) != len(sizes):
+        raise UsageError(f"sizes: got {list(sizes)!r}; allowed: each size once")
+    if not tolerance > 0:
+        raise UsageError(f"tolerance: got {tolerance!r}; allowed: a relative L2 error > 0")
+    dev = torch.device(device) if device is not None else _where_inputs_live(inputs, sizes[0], seed)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    expectations = {t: _expectation_for(expect, t) for t in sizes}
+    guards = Guards(dev, guard_budget or default_budget(dev))
+    guards.reserve()
+    guarded = {k: guards.adopt(v, f"constant.{k}") if isinstance(v, torch.Tensor) else v
+               for k, v in (constants or {}).items()}
+    workloads: dict[int, Workload] = {
+        t: _OpWorkload(op, inputs, t, reference, guarded, tolerance, dev) for t in sizes}
+    label = name or getattr(op, "__name__", None) or type(op).__name__
+    limits = () if reference is not None else (NO_REFERENCE,)
+    cases = [Case(label, variant, t, seed, expectations[t], repro=repro, limits=limits) for t in sizes]
+    return run_and_judge(cases, workloads, guards, backend or default_backend(dev), replays=replays)
+

@@ -1,0 +1,67 @@
+"""Run MoE scenario cases through the protocol and judge them: scenario + policy + sizes + seed -> results."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import torch
+
+from graph_harness.core import expect
+from graph_harness.core.capture import Backend, Workload, default_backend
+from graph_harness.core.check import Case, default_budget, run_and_judge
+from graph_harness.core.expect import Expectation
+from graph_harness.core.guard import Guards
+from graph_harness.core.results import CaseResult
+from graph_harness.core.verdict import Verdict
+from graph_harness.kernels.contracts import Policy
+from graph_harness.moe.scenario import CaseSpec, MoEScenario, resolve
+from graph_harness.moe.workload import MoEWeights, MoEWorkload
+from graph_harness.schema import Profile, run_command
+
+
+def resolve_cases(scenario_id: str, scenario: MoEScenario, policy: Policy, sizes: Sequence[int], profile: Profile,
+                  seed: int | None = None) -> list[CaseSpec]:
+    """The policy's case at each size, the seed overridden when given."""
+    cases = []
+    for tokens in sizes:
+        case = next(c for c in resolve(scenario_id, scenario, tokens, profile) if c.policy is policy)
+        cases.append(case if seed is None else dataclasses.replace(case, seed=seed))
+    return cases
+
+
+def guards_for(cases: Sequence[CaseSpec], device: torch.device, budget: int | None = None) -> Guards:
+    """A slab for these cases, each size's stage1 buffer guarded for the overflow its footprint predicts."""
+    footprints = {c.tokens: c.footprint() for c in cases}
+    cover = {t: (fp.alloc_bytes, fp.predicted_overflow_bytes) for t, fp in footprints.items()}
+    return Guards(device, budget or default_budget(device), cover=cover)
+
+
+def expectation(case: CaseSpec) -> Expectation:
+    """What a case must show: for oob-write, the bytes the scenario names, else the stage1 footprint's overflow
+    in whichever buffer holds it; any other verdict as it is."""
+    if case.expect is not Verdict.OOB_WRITE:
+        return Expectation(case.expect)
+    if case.expect_bytes is not None:
+        return expect.oob_write(case.expect_bytes.buffer, side=case.expect_bytes.side, extent=case.expect_bytes.extent)
+    return expect.oob_write(side="overflow", extent=case.footprint().predicted_overflow_bytes)
+
+
+def run_cases(cases: Sequence[CaseSpec], device: torch.device, *, budget: int | None = None,
+              backend: Backend | None = None, replays: int = 2, scenarios_flag: str = "") -> list[CaseResult]:
+    """Run one scenario-policy's cases (any sizes, one seed) through the protocol in one shared slab."""
+    if not cases:
+        return []
+    weights = {c.hidden: MoEWeights.for_case(c, device) for c in cases}
+    guards = guards_for(cases, device, budget)  # sized after the weights
+    guards.reserve()
+    # The layer's weights are made once, outside the op, as a model's are: like any constant they are
+    # copied into the slab with bounded guards, so a read past one shows.
+    guarded = {hidden: w.adopted(guards) for hidden, w in weights.items()}
+    workloads: dict[int, Workload] = {c.tokens: MoEWorkload(c, guarded[c.hidden], device) for c in cases}
+    judged = [Case(c.scenario, c.policy.value, c.tokens, c.seed, expectation(c),
+                   params={"block_m": c.block_m, "splitk": c.splitk,
+                           "predicted_overflow_bytes": c.footprint().predicted_overflow_bytes},
+                   repro=run_command(c.scenario, c.policy.value, c.tokens, c.seed) + scenarios_flag)
+              for c in cases]
+    return run_and_judge(judged, workloads, guards, backend or default_backend(device), replays=replays)

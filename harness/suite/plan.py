@@ -1,0 +1,98 @@
+"""From a selection (scenario ids, variants, sizes, seed) to scenario-variant groups, and their runs.
+
+Shared by `graph-harness run` and `report`; bad ids and flags fail when the plan is made, before anything runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from graph_harness.core.results import CaseResult
+from graph_harness.errors import bad_value, display_path
+from graph_harness.schema import Profile
+from graph_harness.suite.files import Scenario, builtin_scenario_dir, load_scenarios, scenario_files
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What to run: every field empty or None means all (or the scenario's own)."""
+
+    scenarios: Sequence[str] = ()
+    variants: Sequence[str] = ()
+    sizes: Sequence[int] = ()
+    seed: int | None = None
+    replays: int | None = None
+    guard_budget: int | None = None
+    scenario_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class Group:
+    """One scenario-variant's cases: they run together, in one slab."""
+
+    scenario_id: str
+    scenario: Scenario
+    variant: str
+    sizes: tuple[int, ...]
+
+
+@dataclass
+class Plan:
+    """The groups to run, in order; `total` cases."""
+
+    groups: list[Group] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(len(g.sizes) for g in self.groups)
+
+
+def pick(directory: Path | None, ids: Sequence[str]) -> dict[str, Scenario]:
+    """The requested scenarios of a folder in the order asked, each once (all, when none is asked); unknown
+    ids list the known."""
+    directory = directory or builtin_scenario_dir()
+    known = load_scenarios(scenario_files(directory))
+    if not ids:
+        return known
+    for scenario_id in ids:
+        if scenario_id not in known:
+            raise bad_value(display_path(directory), "", f"unknown scenario {scenario_id!r}", ", ".join(known))
+    return {scenario_id: known[scenario_id] for scenario_id in ids}
+
+
+def make_plan(selection: Selection, profile: Profile) -> Plan:
+    """The groups a selection asks for; named ids, variants and sizes are checked against each scenario."""
+    picked = pick(selection.scenario_dir, selection.scenarios)
+    every = sorted({v for s in picked.values() for v in s.variant_names()})
+    if not selection.scenarios and (stray := [v for v in selection.variants if v not in every]):
+        raise bad_value("graph-harness run", "--variant", ", ".join(stray),
+                        f"the variants of the scenarios: {', '.join(every)}")
+    plan = Plan()
+    for scenario_id, scenario in picked.items():
+        where = scenario.where(scenario_id)
+        known = scenario.capture_sizes
+        if selection.sizes:
+            if selection.scenarios and not set(selection.sizes) <= set(known):
+                bad = sorted(set(selection.sizes) - set(known))
+                raise bad_value(where, "--sizes", ", ".join(map(str, bad)),
+                                f"its capture_sizes {', '.join(map(str, known))}")
+            sizes = tuple(t for t in known if t in selection.sizes)
+        else:
+            sizes = scenario.sizes(profile)
+        names = scenario.variant_names()
+        if selection.scenarios and selection.variants and not set(selection.variants) <= set(names):
+            missing = [v for v in selection.variants if v not in names]
+            raise bad_value(where, "--variant", ", ".join(missing), ", ".join(names))
+        wanted = [v for v in names if not selection.variants or v in selection.variants]
+        plan.groups.extend(Group(scenario_id, scenario, variant, sizes) for variant in wanted if sizes)
+    if not plan.groups:
+        raise bad_value("graph-harness run", "", "no case to run", "a scenario, variant and size that exist together")
+    return plan
+
+
+def run_group(group: Group, selection: Selection) -> list[CaseResult]:
+    """Run one group's cases with the selection's seed, replays and guard budget."""
+    return group.scenario.run(group.scenario_id, group.variant, group.sizes, seed=selection.seed,
+                              budget=selection.guard_budget, replays=selection.replays)
