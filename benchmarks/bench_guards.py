@@ -64,9 +64,9 @@ def main() -> None:
     assert isinstance(scenario, MoEScenario), f"{args.scenario} is not an MoE scenario"
     (case,) = resolve_cases(args.scenario, scenario, Policy(args.policy), [args.tokens], "gpu")
     device = torch.device("cuda", torch.cuda.current_device())
-    guards = guards_for([case], device)
-    guards.reserve()
     weights = MoEWeights.for_case(case, device)
+    guards = guards_for([case], device, weights=[weights])
+    guards.reserve()
     workload = MoEWorkload(case, weights.adopted(guards), device)  # the weights in the slab, as run_cases has them
     inputs = workload.inputs(case.seed + 1)
     with guards.tagged(case.tokens):

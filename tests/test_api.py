@@ -172,6 +172,19 @@ def test_a_read_past_a_constant_reaches_the_output(device: torch.device) -> None
     assert (r.verdict, r.passed) == ("oob-read", True)
 
 
+def test_a_large_weight_is_guarded_without_taking_the_op_buffers_room(device: torch.device) -> None:
+    """A constant larger than the guard budget is copied into room of its own on top of it: the op's buffers
+    keep their full guards, and nothing is left unguarded."""
+    w = torch.randn(12 << 20, device=device)  # 48 MiB, against a 16 MiB guard budget
+
+    def op(inputs: dict[str, torch.Tensor], w: torch.Tensor) -> torch.Tensor:
+        return _scaled(inputs["x"], w, 0)
+
+    (r,) = gh.check(op, _inputs(device), [1], reference=lambda inputs, w: inputs["x"].double() * w[:N].double(),
+                    constants={"w": w}, device=device, guard_budget=16 << 20)
+    assert (r.verdict, r.passed, r.limits) == ("clean", True, ())
+
+
 @triton.jit
 def _scale_kernel(x_ptr, w_ptr, out_ptr, n, cols, SHIFT: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)

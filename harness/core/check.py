@@ -15,7 +15,7 @@ import torch
 
 from graph_harness.core.capture import Backend, Step, Workload, default_backend, run_protocol
 from graph_harness.core.expect import Expectation, describe, expectation
-from graph_harness.core.guard import Guards, UsageError
+from graph_harness.core.guard import Guards, UsageError, adoption_bytes
 from graph_harness.core.results import CaseResult, Param, environment
 from graph_harness.core.triton_env import INTERPRET
 from graph_harness.core.triton_env import device as default_device
@@ -245,7 +245,8 @@ def check(op: Op, inputs: Inputs, sizes: Sequence[int] = (1,), *, reference: Ref
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     expectations = {t: _expectation_for(expect, t) for t in sizes}
-    guards = Guards(dev, guard_budget or default_budget(dev))
+    tensors = [v for v in (constants or {}).values() if isinstance(v, torch.Tensor)]
+    guards = Guards(dev, guard_budget or default_budget(dev), constants=adoption_bytes(tensors))
     guards.reserve()
     guarded = {k: guards.adopt(v, f"constant.{k}") if isinstance(v, torch.Tensor) else v
                for k, v in (constants or {}).items()}

@@ -260,6 +260,11 @@ class _Layout:
             len(self.tail_at), BLOCK=_BLOCK_WORDS, TAIL=triton.next_power_of_2(max(len(self.tail_at), 1)))
 
 
+def adoption_bytes(tensors: Sequence[torch.Tensor]) -> int:
+    """Slab room that `Guards.adopt` takes for these tensors: each whole allocation and its bounded guards."""
+    return sum(_round_up(t.untyped_storage().nbytes(), _ALIGN) + 2 * (_BOUNDED_MAX + _ALIGN) for t in tensors)
+
+
 class UsageError(Exception):
     """The harness was used against its rules (an op that returns no tensor, inputs on another device): raised
     to the caller, never turned into a verdict about the op."""
@@ -298,11 +303,14 @@ class Guards:
     """A red-zoned slab on one device, and the findings of every check made on it."""
 
     def __init__(self, device: torch.device | str, budget: int, *, cover: int | Mapping[int, tuple[int, int]] = 0,
-                 min_guard: int = _MIN_GUARD, ratio: int = _RATIO) -> None:
+                 min_guard: int = _MIN_GUARD, ratio: int = _RATIO, constants: int = 0) -> None:
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.budget = _round_up(budget, _ALIGN)
+        # Room for copies of the tensors made outside the op (`adopt`), on top of the budget: a layer's weights
+        # must not take the guards of the op's own buffers. Dropped when the device cannot hold it.
+        self.constants = _round_up(constants, _ALIGN)
         # Bytes of overflow the footprint predicts (see _cover).
         self.cover = cover
         self.min_guard = min_guard
@@ -336,13 +344,22 @@ class Guards:
         if self._slab is None:
             if self.device.type == "cuda":
                 self._pool = torch.cuda.MemPool()
-            own_segment = torch.cuda.use_mem_pool(self._pool, self.device) if self._pool is not None else nullcontext()
             try:
-                with own_segment:
-                    self._slab = torch.empty(self.budget, dtype=torch.uint8, device=self.device)
+                self._slab = self._allocate_slab(self.budget + self.constants)
+            except torch.OutOfMemoryError:
+                self.constants = 0  # then `adopt` copies only what leaves the op's buffers room, and says so
+            try:
+                if self._slab is None:
+                    self._slab = self._allocate_slab(self.budget)
             except torch.OutOfMemoryError as err:
                 raise GuardBudgetError(f"a guard slab of {self.budget:,} B does not fit in device memory") from err
+            self.budget += self.constants  # `constants` stays what is left of that room, for `adopt` alone
             self._flag = torch.zeros(1, dtype=torch.int32, device=self.device)
+
+    def _allocate_slab(self, nbytes: int) -> torch.Tensor:
+        own_segment = torch.cuda.use_mem_pool(self._pool, self.device) if self._pool is not None else nullcontext()
+        with own_segment:
+            return torch.empty(nbytes, dtype=torch.uint8, device=self.device)
 
     @property
     def slab(self) -> torch.Tensor:
@@ -377,11 +394,12 @@ class Guards:
         body = _round_up(max(nbytes, 1), 4)
         guard = want
         free = self.budget - self._used
-        if 2 * guard > (free - _round_up(body, _ALIGN)) // 4:
-            # Short of room: the guards would take over a quarter of what the buffer leaves. Then the guard
-            # the footprint needs (or 2 MiB) if it fits, else each guard a sixteenth of what is left, so that
-            # the buffers after this one still get guards. (A big buffer with small guards, a layer's
-            # weights, is not short of room.)
+        # Short of room: the guards would take over a quarter of what the buffer leaves (a bounded guard, at most
+        # 4 MiB, never is: only whether it fits at all counts). Then the guard the footprint needs (or 2 MiB) if
+        # it fits, else each guard a sixteenth of what is left, so that the buffers after this one get guards.
+        tight = 2 * guard + _round_up(body, _ALIGN) > free if self._bounded else (
+            2 * guard > (free - _round_up(body, _ALIGN)) // 4)
+        if tight:
             guard = _round_up(max(self.min_guard, self._cover(nbytes)), _ALIGN)
             if 2 * guard + _round_up(body, _ALIGN) > free:
                 guard = (free - _round_up(body, _ALIGN)) // 16 // _ALIGN * _ALIGN
@@ -419,7 +437,10 @@ class Guards:
         storage = tensor.untyped_storage()
         itemsize = tensor.element_size()
         nbytes = storage.nbytes()
-        if 2 * nbytes > self.budget - self._used:
+        need = adoption_bytes([tensor])
+        if need <= self.constants:
+            self.constants -= need  # room reserved for it
+        elif 2 * nbytes > self.budget - self._used - self.constants:
             # A copy that would take half the room left would starve the op's own buffers of guards: the tensor
             # stays where it is, unguarded, and the result says so. (A GPU run of DeepSeek-V3 EP, 11 GB of
             # weights, under four xdist workers: each worker's budget is a quarter of 60% of the free memory.)

@@ -11,7 +11,7 @@ from graph_harness.core import expect
 from graph_harness.core.capture import Backend, Workload, default_backend
 from graph_harness.core.check import Case, default_budget, run_and_judge
 from graph_harness.core.expect import Expectation
-from graph_harness.core.guard import Guards
+from graph_harness.core.guard import Guards, adoption_bytes
 from graph_harness.core.results import CaseResult
 from graph_harness.core.verdict import Verdict
 from graph_harness.kernels.contracts import Policy
@@ -30,11 +30,14 @@ def resolve_cases(scenario_id: str, scenario: MoEScenario, policy: Policy, sizes
     return cases
 
 
-def guards_for(cases: Sequence[CaseSpec], device: torch.device, budget: int | None = None) -> Guards:
-    """A slab for these cases, each size's stage1 buffer guarded for the overflow its footprint predicts."""
+def guards_for(cases: Sequence[CaseSpec], device: torch.device, budget: int | None = None,
+               weights: Sequence[MoEWeights] = ()) -> Guards:
+    """A slab for these cases, each size's stage1 buffer guarded for the overflow its footprint predicts, with
+    room on top for copies of the layer's weights."""
     footprints = {c.tokens: c.footprint() for c in cases}
     cover = {t: (fp.alloc_bytes, fp.predicted_overflow_bytes) for t, fp in footprints.items()}
-    return Guards(device, budget or default_budget(device), cover=cover)
+    tensors = [t for w in weights for t in (w.w1, w.w1_scale, w.w2, w.w2_scale) if t is not None]
+    return Guards(device, budget or default_budget(device), cover=cover, constants=adoption_bytes(tensors))
 
 
 def expectation(case: CaseSpec) -> Expectation:
@@ -53,7 +56,7 @@ def run_cases(cases: Sequence[CaseSpec], device: torch.device, *, budget: int | 
     if not cases:
         return []
     weights = {c.hidden: MoEWeights.for_case(c, device) for c in cases}
-    guards = guards_for(cases, device, budget)  # sized after the weights
+    guards = guards_for(cases, device, budget, list(weights.values()))  # sized after the weights are made
     guards.reserve()
     # The layer's weights are made once, outside the op, as a model's are: like any constant they are
     # copied into the slab with bounded guards, so a read past one shows.
