@@ -115,6 +115,15 @@ def test_an_op_scenario_runs_from_the_cli_anywhere(project: pytest.Pytester, mon
     assert "│ buggy   │ 2 │ oob-write │ ok   │ out" in capsys.readouterr().out
 
 
+def test_the_nightly_report_takes_op_scenarios(project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(project.path)
+    assert main(["report", "--scenarios", "scenarios", "--variant", "buggy", "--sizes", "1", "--out", "nightly"]) == 0
+    report = (project.path / "nightly" / "report.md").read_text()
+    assert "**PASS: 0 of 1 case failed its scenario's expectation; no baseline**" in report
+    assert "| buggy | 1 | 0 | oob-write | oob-write | ok | out | 12 |" in report
+
+
 def test_a_registered_bug_on_an_op_scenario_reproduces(project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     (project.path / "scenarios" / "bugs.yaml").write_text("""\
