@@ -331,7 +331,6 @@ class GraphGuard:
 
     def __init__(self, node: pytest.Item) -> None:
         self.node = node
-        self.results: list[CaseResult] = []
 
     def check(self, op: Callable[..., Any], inputs: Callable[[int, int], Mapping[str, Any]],
               sizes: Sequence[int] = (1,), *, seed: int | None = None, name: str | None = None,
@@ -352,7 +351,6 @@ class GraphGuard:
         from graph_harness.core.triton_env import device
 
         self.node.user_properties.append((_DEVICE_PROPERTY, str(options.get("device") or device())))
-        self.results.extend(results)
         try:
             _judge(results, self.node, _ledger(config).for_test(self.node.nodeid))
         except CaseFailure as failure:

@@ -77,14 +77,29 @@ def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest(*args, "-p", "no:cacheprovider", "-p", "no:benchmark")
 
 
+def _write_project(root: Path) -> Path:
+    """A repository of its own: the op as a module at its root, one op scenario file."""
+    (root / "myop.py").write_text(MYOP)
+    (root / "tox.ini").write_text("[pytest]\npythonpath = .\n")
+    (root / "scenarios").mkdir()
+    (root / "scenarios" / "ops.yaml").write_text(SCENARIO)
+    return root
+
+
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    """A repository of its own: the op as a module at its root, one op scenario file."""
-    pytester.makepyfile(myop=MYOP)
-    pytester.makeini("[pytest]\npythonpath = .\n")
-    (pytester.path / "scenarios").mkdir()
-    (pytester.path / "scenarios" / "ops.yaml").write_text(SCENARIO)
+    """The project, for in-process pytest runs."""
+    _write_project(pytester.path)
     return pytester
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The project, for the CLI: no pytester, whose teardown would drop modules the CLI imported for good
+    (pyarrow's pandas extension types cannot be registered twice in one process)."""
+    monkeypatch.delitem(sys.modules, "myop", raising=False)
+    (tmp_path / "repo").mkdir()
+    return _write_project(tmp_path / "repo")
 
 
 # Op scenarios ---------------------------------------------------------------------------------------------
@@ -101,12 +116,11 @@ def test_op_scenarios_are_items_that_find_the_bug_to_the_byte(project: pytest.Py
     assert buggy[0]["repro"] == "graph-harness run add-one --variant buggy --sizes 1 --seed 4 --scenarios scenarios"
 
 
-def test_an_op_scenario_runs_from_the_cli_anywhere(project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+def test_an_op_scenario_runs_from_the_cli_anywhere(project_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """The repro line works from another directory: the op's module is found next to the scenario folder."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delitem(sys.modules, "myop", raising=False)
-    folder = str(project.path / "scenarios")
+    folder = str(project_dir / "scenarios")
     assert main(["run", "add-one", "--variant", "buggy", "--sizes", "2", "--scenarios", folder,
                  "--json", "r.json"]) == 0
     (record,) = json.loads(Path("r.json").read_text())
@@ -115,18 +129,17 @@ def test_an_op_scenario_runs_from_the_cli_anywhere(project: pytest.Pytester, mon
     assert "│ buggy   │ 2 │ oob-write │ ok   │ out" in capsys.readouterr().out
 
 
-def test_the_nightly_report_takes_op_scenarios(project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.chdir(project.path)
+def test_the_nightly_report_takes_op_scenarios(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(project_dir)
     assert main(["report", "--scenarios", "scenarios", "--variant", "buggy", "--sizes", "1", "--out", "nightly"]) == 0
-    report = (project.path / "nightly" / "report.md").read_text()
+    report = (project_dir / "nightly" / "report.md").read_text()
     assert "**PASS: 0 of 1 case failed its scenario's expectation; no baseline**" in report
     assert "| buggy | 1 | 0 | oob-write | oob-write | ok | out | 12 |" in report
 
 
-def test_a_registered_bug_on_an_op_scenario_reproduces(project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+def test_a_registered_bug_on_an_op_scenario_reproduces(project_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    (project.path / "scenarios" / "bugs.yaml").write_text("""\
+    (project_dir / "scenarios" / "bugs.yaml").write_text("""\
 add-one-overrun:
   title: the store mask runs 3 elements long
   source: own-op#1
@@ -135,12 +148,12 @@ add-one-overrun:
   buggy: {scenario: add-one, variant: buggy, verdict: oob-write, buffer: out, allocated: 400, written: 412}
   fixed: {scenario: add-one, variant: fixed, verdict: clean}
 """)
-    monkeypatch.chdir(project.path)
+    monkeypatch.chdir(project_dir)
     assert main(["reproduce", "add-one-overrun", "--scenarios", "scenarios"]) == 0
     printed = capsys.readouterr().out
     assert "│ bytes written   │ 412 " in printed
-    (project.path / "scenarios" / "bugs.yaml").write_text(
-        (project.path / "scenarios" / "bugs.yaml").read_text().replace("written: 412", "written: 416"))
+    (project_dir / "scenarios" / "bugs.yaml").write_text(
+        (project_dir / "scenarios" / "bugs.yaml").read_text().replace("written: 412", "written: 416"))
     assert main(["list", "--scenarios", "scenarios"]) == 2
     assert ("buggy.written: got out allocated 400, written 416; allowed: buffer out, written = allocated + 12, "
             "as add-one buggy states at T=2") in capsys.readouterr().err
