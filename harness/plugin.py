@@ -73,9 +73,9 @@ def scenario_dirs(config: pytest.Config) -> list[Path]:
 
 
 def _has_scenario_files(config: pytest.Config) -> bool:
-    from graph_harness.suite.files import declares, yaml_files
+    from graph_harness.suite.files import declared_files
 
-    return any(declares(p) for folder in scenario_dirs(config) for p in yaml_files(folder))
+    return any(declared_files(folder) for folder in scenario_dirs(config))
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -419,14 +419,14 @@ def _ledger(config: pytest.Config) -> Ledger:
         config.stash[_LEDGER] = Ledger()  # no scenario folder: no ledger, and nothing more to import
     if _LEDGER not in config.stash:
         from graph_harness.errors import BadInput
-        from graph_harness.suite.files import LEDGER_FILE, declares, load_scenarios, yaml_files
+        from graph_harness.suite.files import LEDGER_FILE, declared_files, load_scenarios
         from graph_harness.suite.ledger import Ledger, load_ledger
 
         ledger = Ledger()
         try:
             for folder in scenario_dirs(config):
                 if (folder / LEDGER_FILE).is_file():
-                    known = load_scenarios([p for p in yaml_files(folder) if declares(p)])
+                    known = load_scenarios(declared_files(folder))
                     ledger = ledger + load_ledger(folder / LEDGER_FILE, known)
         except BadInput as err:
             raise pytest.UsageError(str(err)) from None

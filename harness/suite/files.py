@@ -45,10 +45,15 @@ def yaml_files(directory: Path) -> tuple[Path, ...]:
     return tuple(sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()))
 
 
+def declared_files(directory: Path) -> tuple[Path, ...]:
+    """The scenario files of a folder, sorted; none when it has none (or is no folder)."""
+    return tuple(p for p in yaml_files(directory) if declares(p))
+
+
 def scenario_files(directory: Path) -> tuple[Path, ...]:
     """The scenario files of a folder; BadInput when it has none, naming what it holds instead."""
     found = yaml_files(directory)
-    files = tuple(p for p in found if declares(p))
+    files = declared_files(directory)
     if not files:
         held = (f"{len(found)} YAML file(s), none declaring `{DECLARE_KEY}: {DECLARE_VALUE}`" if found
                 else "no YAML file")
