@@ -192,7 +192,8 @@ BAD_OP_SCENARIOS = [  # (id, a change to SCENARIO, the whole message)
     ("bad-verdict", ("expect: clean", "expect: fine"),
      "ops.yaml: add-one: variants.fixed.expect.verdict: got 'fine'; allowed: capture-error, crash, oob-write"),
     ("bytes-on-clean", ("expect: clean", "expect: {verdict: clean, bytes: 4}"),
-     "ops.yaml: add-one: variants.fixed.expect.bytes: got 4; allowed: byte figures go with oob-write, not clean"),
+     "ops.yaml: add-one: variants.fixed.expect.bytes: got 4; allowed: byte figures go with oob-write or oob-read, not "
+     "clean"),
     ("first-after-last", ("first: 0, last: 11", "first: 12, last: 11"),
      "ops.yaml: add-one: variants.buggy.expect.first: got 12; allowed: got 12 after last 11"),
     ("no-variants", ("  variants:\n", "  other:\n"), "ops.yaml: add-one: variants: got nothing; allowed: required"),
@@ -244,7 +245,7 @@ def test_the_fixture_fails_a_test_with_the_violations_and_a_repro_line(project: 
     text = "\n".join(result.outlines)
     assert "test_buggy_unexpected default T=1: expected clean, verdict oob-write (" in text
     assert "During handling" not in text
-    assert "expected clean, got oob-write: out: 8 B past its end (8 B changed)" in text
+    assert "expected clean, got oob-write: out: 8 B past its end (8 B written by " in text
     assert "│ out    │ overflow │     0 │    7 │     8 │" in text
     assert "repro: pytest 'test_ops.py::test_buggy_unexpected' --harness-seed 9" in text
     assert "Traceback" not in text

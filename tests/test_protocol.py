@@ -14,6 +14,7 @@ import torch
 
 from graph_harness.core.capture import CudaGraphBackend, ReexecBackend, run_protocol
 from graph_harness.core.guard import MIB, Guards, Violation
+from graph_harness.core.lanes import lanes_checked
 from graph_harness.core.verdict import classify
 from graph_harness.kernels._triton import tl, triton
 from graph_harness.kernels.memset import raw_memset
@@ -96,6 +97,9 @@ def _only(violations: tuple[Violation, ...]) -> tuple[str, str, int, int, int, s
 def test_planted_write_is_found_with_exact_offsets(device, seed, backend, fault, dtype, memset_extra, expected):
     verdict, violations, outcome = _run(Planted(device, fault, dtype, memset_extra), device, backend, seed)
     assert verdict == "oob-write"
+    if fault and lanes_checked(device):  # the lane checker names the kernel itself, and its argument
+        expected = (*expected[:4], "_planted_kernel")
+        assert (violations[0].arg, violations[0].at_least) == ("out_ptr", False)
     assert _only(violations) == ("out", *expected)
     phases = violations[0].phases
     assert any(p.startswith("replay") for p in phases), phases
@@ -106,8 +110,14 @@ def test_planted_write_is_found_with_exact_offsets(device, seed, backend, fault,
 
 def test_read_past_the_end_feeding_the_output_is_an_oob_read(device, seed, backend):
     verdict, violations, outcome = _run(Planted(device, _READ), device, backend, seed)
-    assert (verdict, violations) == ("oob-read", ())
+    assert verdict == "oob-read"
     assert any("guards hold zeros" in note for note in outcome.notes)
+    if lanes_checked(device):  # the lane checker sees the read itself, to the byte
+        (v,) = violations
+        assert (v.buffer, v.access, v.arg, v.side, v.first_offset, v.last_offset, v.bytes, v.op) == (
+            "input.x", "read", "x_ptr", "overflow", 0, 3, 4, "_planted_kernel")
+    else:
+        assert violations == ()
 
 
 def test_a_clean_op_is_clean_on_every_run(device, seed, backend):

@@ -17,15 +17,16 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
 
-from graph_harness.core.compare import Comparison, compare, finite
+from graph_harness.core.compare import Comparison, agree, compare, finite
 from graph_harness.core.guard import Buffer, Fill, GuardMode, Guards, UsageError
+from graph_harness.core.lanes import watched
 from graph_harness.core.verdict import Verdict
 
 # A captured op: called with no arguments, reads the static inputs, returns the static output.
@@ -315,6 +316,8 @@ class _Size:
     outcome: SizeOutcome
     eager: list[torch.Tensor] = field(default_factory=list)
     graph: Any = None
+    made_empties: bool = False  # the op made `empty` buffers: their poison may reach the output
+    flipped_replay: int | None = None  # a replay with the poison flipped that differed from its eager run
 
     def thunk(self, step: Step) -> Thunk:
         return lambda: self.workload.run(self.static, step)
@@ -360,6 +363,12 @@ def run_protocol(workloads: Mapping[int, Workload], guards: Guards, backend: Bac
             static = {key: guards.adopt(value, f"input.{key}") for key, value in inputs[0].items()}
         sizes.append(_Size(wl, tokens, inputs, refs, static, SizeOutcome(tokens)))
 
+    with watched(guards):
+        _run(sizes, guards, backend, replays, step_mode)
+    return {s.tokens: s.outcome for s in sizes}
+
+
+def _run(sizes: list[_Size], guards: Guards, backend: Backend, replays: int, step_mode: bool) -> None:
     for size in sizes:
         with guards.tagged(size.tokens):
             _eager(size, guards, backend, step_mode)
@@ -367,7 +376,7 @@ def run_protocol(workloads: Mapping[int, Workload], guards: Guards, backend: Bac
     for size in sorted(live, key=lambda s: -s.tokens):  # largest first, as vLLM captures
         try:
             size.load(0)
-            with guards.tagged(size.tokens):
+            with guards.tagged(size.tokens), guards.running(f"capture T={size.tokens}"):
                 size.graph = backend.capture(size.thunk(_no_step), guards)
             backend.audit(size.graph, guards, f"graph audit T={size.tokens}")
         except CaptureError as err:
@@ -380,8 +389,15 @@ def run_protocol(workloads: Mapping[int, Workload], guards: Guards, backend: Bac
             size.outcome.error, size.outcome.error_kind = f"{type(err).__name__}: {_first_line(err)}", "crash"
     for r in range(replays):
         for size in (s for s in sizes if s.graph is not None and s.outcome.error is None):
-            _replay(size, r, guards, backend)
-    return {s.tokens: s.outcome for s in sizes}
+            with guards.tagged(size.tokens), guards.running(f"replay T={size.tokens} #{r + 1}"):
+                _replay(size, r, guards, backend)
+    for size in (s for s in sizes if s.flipped_replay is not None and s.outcome.error is None):
+        again = size.flipped_replay
+        assert again is not None
+        with guards.tagged(size.tokens):
+            cause = _poison_differs(size, guards, _FILLS[(again + (not backend.warms_up)) % 2], again)
+        if cause is not None and (size.outcome.attribution is None or cause.rank < size.outcome.attribution.rank):
+            size.outcome.attribution = cause
 
 
 def _no_step(name: str) -> None:
@@ -400,9 +416,10 @@ def _eager(size: _Size, guards: Guards, backend: Backend, step_mode: bool) -> No
         if backend.warms_up:
             size.load(0)
             guards.arm("dense")
-            with _guarded(guards):
+            with _guarded(guards), guards.running(warmup):
                 backend.warmup(size.thunk(step if step_mode else _no_step))
                 guards.check(warmup)
+        empties = guards.empties
         for r in range(len(size.inputs)):
             size.load(r)
             # Without a warm-up (nothing to compile or warm on CPU) the first eager run is the stepped
@@ -411,21 +428,41 @@ def _eager(size: _Size, guards: Guards, backend: Backend, step_mode: bool) -> No
             guards.arm(_FILLS[(r + (not backend.warms_up)) % 2])
             if stepped:
                 warmup = f"eager T={size.tokens} #1"
-            with _guarded(guards):
+            with _guarded(guards), guards.running(f"eager T={size.tokens} #{r + 1}"):
                 stop = backend.timer()
                 result = size.thunk(step if stepped else _no_step)()
                 out.eager_us.append(stop())
                 guards.check(f"eager T={size.tokens} #{r + 1}")
                 size.eager.append(result.detach().clone())
+                del result  # what still points at a buffer when the scope ends is the op's cache
             label = "vs reference" if size.refs[r] is not None else "finite (no reference)"
             out.comparisons.append((f"eager #{r + 1} {label}", size.check(r, size.eager[r])))
+        size.made_empties = guards.empties > empties
     except UsageError:
         raise
     except Exception as err:  # noqa: BLE001 - any failure of the op is a crash verdict, not a harness error
         out.error, out.error_kind = f"{type(err).__name__}: {_first_line(err)}", "crash"
         return
     if not out.numerically_ok:
-        out.attribution = _attribute(size, guards, backend)
+        cause = _attribute(size, guards, backend)
+        if cause is not None and (out.attribution is None or cause.rank < out.attribution.rank):
+            out.attribution = cause
+
+
+def _poison_differs(size: _Size, guards: Guards, fill: Fill, r: int) -> Verdict | None:
+    """Differential poisoning: rerun eager run `r` with every bit of the `empty` poison flipped. An output that
+    changes reads bytes nobody wrote, whether or not zero would have been the right answer."""
+    size.load(r)
+    guards.arm(fill)  # the guards as they were for that run: only the poison differs
+    with guards.flipped_empties(), _guarded(guards), guards.running(f"poison check T={size.tokens}"):
+        flipped = size.thunk(_no_step)().detach().clone()
+        guards.check(f"poison check T={size.tokens}")
+    if agree(flipped, size.eager[r], size.workload.tolerance):
+        return None
+    changed = compare(flipped, size.eager[r].double(), size.workload.tolerance)
+    size.outcome.notes.append(f"{Verdict.UNINIT_READ}: the output changed when every bit of the `empty` poison was "
+                              f"flipped (0x7FC5 to 0x803A), the inputs the same ({changed})")
+    return Verdict.UNINIT_READ
 
 
 def _attribute(size: _Size, guards: Guards, backend: Backend) -> Verdict | None:
@@ -436,9 +473,8 @@ def _attribute(size: _Size, guards: Guards, backend: Backend) -> Verdict | None:
     for cause, benign, how in variants:
         size.load(r)
         guards.arm("nan")
-        with benign(), _guarded(guards):
-            result = size.thunk(_no_step)()
-            fixed = size.check(r, result)
+        with benign(), _guarded(guards), guards.running(f"attribution T={size.tokens}"):
+            fixed = size.check(r, size.thunk(_no_step)())
         guards.arm("nan")  # the benign guard fill is not a finding
         if fixed.ok:
             size.outcome.notes.append(f"{cause}: the output is right when {how} ({fixed})")
@@ -447,10 +483,15 @@ def _attribute(size: _Size, guards: Guards, backend: Backend) -> Verdict | None:
 
 
 def _replay(size: _Size, r: int, guards: Guards, backend: Backend) -> None:
+    """Replay `r`; every second one with the `empty` poison flipped (differential poisoning at no extra run:
+    only a replay that then differs from eager gets an eager rerun to tell uninit-read from a graph's own
+    divergence, `_poison_differs`)."""
     out = size.outcome
+    flip = size.made_empties and r % 2 == 1
     try:
         size.load(r)
-        guards.arm(_FILLS[r % 2])
+        with guards.flipped_empties() if flip else nullcontext():
+            guards.arm(_FILLS[r % 2])
         stop = backend.timer()
         result = backend.replay(size.graph)
         out.replay_us.append(stop())
@@ -466,4 +507,7 @@ def _replay(size: _Size, r: int, guards: Guards, backend: Backend) -> None:
     if size.refs[r] is not None:
         out.comparisons.append((f"replay #{r + 1} vs reference", size.check(r, result)))
     eager = size.eager[r].to(torch.float64)
-    out.comparisons.append((f"replay #{r + 1} vs eager", compare(result, eager, size.workload.tolerance)))
+    against = compare(result, eager, size.workload.tolerance)
+    out.comparisons.append((f"replay #{r + 1} vs eager", against))
+    if flip and not against.ok and size.flipped_replay is None:
+        size.flipped_replay = r

@@ -16,6 +16,7 @@ import torch
 from graph_harness.core.capture import Backend, Step, Workload, default_backend, run_protocol
 from graph_harness.core.expect import Expectation, describe, expectation
 from graph_harness.core.guard import Guards, UsageError, adoption_bytes
+from graph_harness.core.lanes import lanes_checked
 from graph_harness.core.results import CaseResult, Param, environment
 from graph_harness.core.triton_env import INTERPRET
 from graph_harness.core.triton_env import device as default_device
@@ -84,14 +85,20 @@ def run_and_judge(cases: Sequence[Case], workloads: Mapping[int, Workload], guar
                 offset, span = v.view
                 notes.append(f"{describe(v)}: offsets are from the edge of {v.buffer}'s {v.buffer_bytes:,} B "
                              f"allocation; the op was given a view of {span:,} B of it at byte {offset:,}")
+        unguarded = guards.unguarded(case.capture_size)
+        limits = case.limits + guards.limits(case.capture_size)
+        if unguarded and lanes_checked(guards.device):
+            notes.append(f"unguarded memory, its accesses checked lane by lane: {'; '.join(unguarded)}")
+        elif unguarded:
+            limits += (f"unguarded memory passed to kernels, an overrun of it not seen: {'; '.join(unguarded)}",)
         results.append(CaseResult(
             scenario=case.scenario, variant=case.variant, capture_size=case.capture_size, seed=case.seed,
             backend=backend.name, verdict=verdict, expected=case.expect.verdict, expectation=str(case.expect),
             passed=passed, reason=reason, violations=violations, max_rel_err=max_rel_err(outcome),
             tolerance=workloads[case.capture_size].tolerance, eager_us=_median(outcome.eager_us),
             replay_us=_median(outcome.replay_us), error=outcome.error, notes=tuple(notes),
-            limits=case.limits + guards.limits(case.capture_size), params=dict(case.params), repro=case.repro,
-            env=environment()))
+            limits=limits, params=dict(case.params), repro=case.repro, env=environment(), unguarded=unguarded,
+            persistent=guards.persistent(case.capture_size)))
     return results
 
 

@@ -54,6 +54,19 @@ def finite(out: torch.Tensor, tol: float, worst: int = 3) -> Comparison:
     return Comparison(math.inf if nan or inf else 0.0, nan, inf, tol, rows)
 
 
+def agree(a: torch.Tensor, b: torch.Tensor, tol: float) -> bool:
+    """Whether two outputs of one op on the same inputs are the same: NaN and inf at the same places, and
+    the finite rest within `tol` relative L2 (atomics may add in another order)."""
+    a64, b64 = a.detach().double().flatten(), b.detach().to(a.device).double().flatten()
+    if not torch.equal(a64.isnan(), b64.isnan()) or not torch.equal(a64.isinf(), b64.isinf()):
+        return False
+    if not torch.equal(a64[a64.isinf()], b64[b64.isinf()]):
+        return False
+    finite = a64.isfinite()
+    diff, norm = float((a64[finite] - b64[finite]).norm()), float(b64[finite].norm())
+    return diff <= tol * norm if norm else diff == 0
+
+
 class Mismatch(AssertionError):
     """A comparison that failed, with its diagnostics as the message."""
 

@@ -4,17 +4,18 @@
     gh.expect.oob_write("ws", side="overflow", first=0, last=511, bytes=512)
     gh.expect.capture_error(match="invalid argument")
 
-An oob-write expectation names as much of one violation as the author knows: the buffer, the side, the
-first and last offset from the buffer's edge (overflow offsets count from its end, 0 the first byte past
-it; underflow offsets are negative from its start, -1 the last byte before it), the bytes changed, or the
-extent (bytes from the edge through the farthest one). The case passes when one violation matches every
-stated field and no other violation was found: an unexpected second overrun is a failure, not noise.
+An oob-write (or oob-read) expectation names as much of one violation as the author knows: the buffer,
+the kernel argument it went through (`arg`, the parameter's name: under the interpreter), the side, the
+first and last offset from the edge (overflow offsets count from its end, 0 the first byte past it;
+underflow offsets are negative from its start, -1 the last byte before it), the bytes, or the extent
+(bytes from the edge through the farthest one). The case passes when one violation of that access matches
+every stated field and no other violation was found: an unexpected second overrun is a failure, not noise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
 from graph_harness.core.guard import Side, Violation
@@ -23,13 +24,14 @@ from graph_harness.core.verdict import Verdict
 if TYPE_CHECKING:
     from graph_harness.core.capture import SizeOutcome
 
-_BYTE_FIELDS = ("buffer", "side", "first", "last", "bytes", "extent")
+_BYTE_FIELDS = ("buffer", "arg", "side", "first", "last", "bytes", "extent")
+_ACCESS = {Verdict.OOB_WRITE: "write", Verdict.OOB_READ: "read"}
 
 
 @dataclass(frozen=True)
 class Expectation:
-    """One verdict, and for oob-write what is known of its violation; for capture-error and crash, text
-    the error must contain."""
+    """One verdict, and for oob-write and oob-read what is known of its violation; for capture-error and
+    crash, text the error must contain."""
 
     verdict: Verdict
     buffer: str | None = None
@@ -39,19 +41,28 @@ class Expectation:
     bytes: int | None = None
     extent: int | None = None
     match: str | None = None
+    arg: str | None = None
+    # Further violations the case must also show, each matched to one of its own: a fault that reads past one
+    # buffer and writes past another is one expectation of its strongest verdict with the other in `also`.
+    also: tuple[Expectation, ...] = ()
 
     def __post_init__(self) -> None:
         _check(self)
 
+    @property
+    def stated(self) -> bool:
+        """Whether any figure of a violation is stated."""
+        return any(getattr(self, f) is not None for f in _BYTE_FIELDS)
+
     def __str__(self) -> str:
         stated = [f"{f}={_show(getattr(self, f))}" for f in (*_BYTE_FIELDS, "match") if getattr(self, f) is not None]
-        return " ".join([self.verdict.value, *stated])
+        return " ".join([self.verdict.value, *stated]) + "".join(f" and {a}" for a in self.also)
 
     def matches(self, v: Violation) -> bool:
         """Whether one violation shows every field this expectation states."""
-        found = {"buffer": v.buffer, "side": v.side, "first": v.first_offset, "last": v.last_offset,
+        found = {"buffer": v.buffer, "arg": v.arg, "side": v.side, "first": v.first_offset, "last": v.last_offset,
                  "bytes": v.bytes, "extent": v.extent}
-        return all(getattr(self, f) in (None, found[f]) for f in _BYTE_FIELDS)
+        return v.access == _ACCESS.get(self.verdict) and all(getattr(self, f) in (None, found[f]) for f in _BYTE_FIELDS)
 
     def judge(self, verdict: Verdict, violations: Sequence[Violation], outcome: SizeOutcome) -> tuple[bool, str]:
         """(passed, one-line reason) for a case with this verdict, these violations and this outcome."""
@@ -60,21 +71,27 @@ class Expectation:
         if verdict != self.verdict:
             detail = {
                 Verdict.OOB_WRITE: "; ".join(describe(v) for v in violations[:2]),
+                Verdict.OOB_READ: "; ".join(describe(v) for v in violations[:2]) or "; ".join(outcome.notes),
                 Verdict.CAPTURE_ERROR: outcome.error or "",
                 Verdict.CRASH: outcome.error or "",
                 Verdict.MISMATCH: str(worst) if worst else "",
             }.get(verdict, "; ".join(outcome.notes))
             return False, f"expected {self}, got {verdict}: {detail}".rstrip(": ")
-        if verdict is Verdict.OOB_WRITE:
-            hits = [v for v in violations if self.matches(v)]
-            if not hits:
-                found = "; ".join(describe(v) for v in violations[:2])
-                return False, f"oob-write detected but not the expected {self}: {found}"
-            others = [v for v in violations if v is not hits[0]]
-            if others:
-                return False, (f"detected as expected: {describe(hits[0])}; but also, unexpected: "
-                               + "; ".join(describe(v) for v in others[:2]))
-            return True, f"detected as expected: {describe(hits[0])}"
+        matchers = [e for e in (self, *self.also) if e.verdict in _ACCESS and (violations or e.stated)]
+        if matchers:
+            left, found = list(violations), []
+            for e in matchers:
+                hit = next((v for v in left if e.matches(v)), None)
+                if hit is None:
+                    seen = "; ".join(describe(v) for v in left[:2]) or "; ".join(outcome.notes)
+                    return False, f"{verdict} detected but not the expected {e}: {seen}".rstrip(": ")
+                left.remove(hit)
+                found.append(hit)
+            shown = "; ".join(describe(v) for v in found)
+            if left:
+                return False, (f"detected as expected: {shown}; but also, unexpected: "
+                               + "; ".join(describe(v) for v in left[:2]))
+            return True, f"detected as expected: {shown}"
         if self.match is not None and self.match not in (outcome.error or ""):
             return False, f"{verdict} as expected, but its error lacks {self.match!r}: {outcome.error}"
         if verdict is Verdict.CLEAN:
@@ -83,9 +100,19 @@ class Expectation:
 
 
 def describe(v: Violation) -> str:
-    """`ws: 512 B past its end (512 B changed)`: one violation in words."""
+    """`ws: 512 B past its end (512 B changed)`: one violation in words.
+
+    A guard finding that reached the guard's far end says "at least"; a lane checker finding names the kernel
+    and its argument, and a view that is part of its buffer by its byte range: `ws[4,096:5,120]`."""
     edge = "past its end" if v.side == "overflow" else "before its start"
-    return f"{v.buffer}: {v.extent:,} B {edge} ({v.bytes:,} B changed)"
+    name = v.buffer if v.at is None else f"{v.buffer}[{v.at:,}:{v.at + v.buffer_bytes:,}]"
+    extent = f"at least {v.extent:,}" if v.at_least else f"{v.extent:,}"
+    if v.arg is None:
+        how = f"{v.bytes:,} B changed"
+    else:
+        how = f"{v.bytes:,} B {'written' if v.access == 'write' else 'read'} by {v.op} through {v.arg}"
+    into = f", into {', '.join(v.hits)}" if v.hits else ""
+    return f"{name}: {extent} B {edge} ({how}{into})"
 
 
 def _show(value: object) -> str:
@@ -97,8 +124,8 @@ def _check(e: Expectation) -> None:
     if not isinstance(e.verdict, Verdict):
         object.__setattr__(e, "verdict", of_verdict(e.verdict))
     stated = [f for f in _BYTE_FIELDS if getattr(e, f) is not None]
-    if stated and e.verdict is not Verdict.OOB_WRITE:
-        raise ValueError(f"{stated[0]}: byte figures go with oob-write, not {e.verdict}")
+    if stated and e.verdict not in _ACCESS:
+        raise ValueError(f"{stated[0]}: byte figures go with oob-write or oob-read, not {e.verdict}")
     if e.match is not None and e.verdict not in (Verdict.CAPTURE_ERROR, Verdict.CRASH):
         raise ValueError(f"match: text to find goes with capture-error or crash, not {e.verdict}")
     for name in ("first", "last", "bytes", "extent"):
@@ -109,6 +136,13 @@ def _check(e: Expectation) -> None:
         raise ValueError(f"side: got {e.side!r}; allowed: overflow, underflow")
     if e.buffer is not None and (not isinstance(e.buffer, str) or not e.buffer):
         raise ValueError(f"buffer: got {e.buffer!r}; allowed: a buffer name")
+    for a in e.also:
+        if not isinstance(a, Expectation) or a.verdict not in _ACCESS:
+            raise ValueError(f"also: got {a}; allowed: oob-write and oob-read expectations")
+        if a.verdict.rank < e.verdict.rank:
+            raise ValueError(f"also: {a.verdict} is stronger than {e.verdict}; allowed: the strongest first")
+    if e.arg is not None and (not isinstance(e.arg, str) or not e.arg):
+        raise ValueError(f"arg: got {e.arg!r}; allowed: a kernel parameter's name")
     for name in ("bytes", "extent"):
         if getattr(e, name) is not None and getattr(e, name) < 1:
             raise ValueError(f"{name}: got {getattr(e, name)}; allowed: an integer >= 1")
@@ -137,11 +171,20 @@ def expectation(value: Expectation | Verdict | str) -> Expectation:
 
 def verdict(value: Verdict | str, **stated: object) -> Expectation:
     """Any verdict with the fields that go with it: `verdict("oob-write", buffer="ws", bytes=4)`."""
-    allowed = {f.name for f in fields(Expectation)} - {"verdict"}
+    allowed = {f.name for f in fields(Expectation)} - {"verdict", "also"}
     unknown = sorted(set(stated) - allowed)
     if unknown:
         raise ValueError(f"{unknown[0]}: unknown field; allowed: {', '.join(sorted(allowed))}")
     return Expectation(of_verdict(value), **stated)  # type: ignore[arg-type]
+
+
+def all_of(*expectations: Expectation) -> Expectation:
+    """Several violations in one case, e.g. a read past one buffer and a write past another: each must match a
+    violation of its own, and none may be left over. The verdict is the strongest of theirs."""
+    if not expectations:
+        raise ValueError("all_of: got nothing; allowed: one or more oob-write or oob-read expectations")
+    first, *rest = sorted(expectations, key=lambda e: e.verdict.rank)
+    return replace(first, also=(*first.also, *rest))
 
 
 def clean() -> Expectation:
@@ -150,14 +193,18 @@ def clean() -> Expectation:
 
 
 def oob_write(buffer: str | None = None, *, side: Side | None = None, first: int | None = None,
-              last: int | None = None, bytes: int | None = None, extent: int | None = None) -> Expectation:  # noqa: A002
+              last: int | None = None, bytes: int | None = None, extent: int | None = None,  # noqa: A002
+              arg: str | None = None) -> Expectation:
     """A write outside `buffer` (any buffer when None), with whatever of its figures are known."""
-    return Expectation(Verdict.OOB_WRITE, buffer, side, first, last, bytes, extent)
+    return Expectation(Verdict.OOB_WRITE, buffer, side, first, last, bytes, extent, arg=arg)
 
 
-def oob_read() -> Expectation:
-    """A read outside a buffer that reaches the output."""
-    return Expectation(Verdict.OOB_READ)
+def oob_read(buffer: str | None = None, *, side: Side | None = None, first: int | None = None,
+             last: int | None = None, bytes: int | None = None, extent: int | None = None,  # noqa: A002
+             arg: str | None = None) -> Expectation:
+    """A read outside `buffer`: with figures, the lane checker's (interpreter); without, any oob-read, also one
+    inferred from an output that NaN guards made wrong."""
+    return Expectation(Verdict.OOB_READ, buffer, side, first, last, bytes, extent, arg=arg)
 
 
 def uninit_read() -> Expectation:

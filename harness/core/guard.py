@@ -19,19 +19,26 @@ Buffers made by `empty` hold poison: a NaN payload for floats, 0x7F.. (huge) for
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import linecache
 import re
 import sys
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
 from graph_harness.core.triton_env import tl, triton  # sets TRITON_INTERPRET on a CPU-only machine before triton loads
+
+if TYPE_CHECKING:
+    from graph_harness.core.lanes import LaunchArg
 
 Fill = Literal["nan", "dense"]
 Side = Literal["underflow", "overflow"]
@@ -67,6 +74,12 @@ _THIS = {__file__, str(Path(__file__).resolve())}
 _ASSIGN = re.compile(r"\s*([A-Za-z_]\w*)\s*(?::[^=]+)?=[^=]")
 
 
+def _lanes_checked(device: torch.device) -> bool:
+    from graph_harness.core.lanes import lanes_checked  # here: the lane checker imports this module
+
+    return lanes_checked(device)
+
+
 def _signed(value: int, bits: int) -> int:
     return value - (1 << bits) if value >= 1 << (bits - 1) else value
 
@@ -75,12 +88,22 @@ def _round_up(n: int, to: int) -> int:
     return -(-n // to) * to
 
 
+Access = Literal["write", "read"]
+
+
 @dataclass(frozen=True)
 class Violation:
-    """Bytes outside one buffer that a run changed, as offsets from the buffer's edge.
+    """Bytes outside one buffer that a run wrote (or, for `access="read"`, read), as offsets from its edge.
 
-    Overflow offsets count from the end (0 is the first byte past it); underflow offsets are
-    negative from the start (-1 is the last byte before it). `rows` counts rows of a 2-D buffer.
+    Overflow offsets count from the end (0 is the first byte past it); underflow offsets are negative from the
+    start (-1 is the last byte before it). `rows` counts rows of a 2-D buffer.
+
+    Two detectors make them. The guards see bytes a write changed in the red zones around a buffer: `arg` is
+    None, and `at_least` says the change reached the guard's far end, so the true extent is at least `extent`.
+    The lane checker (under the Triton interpreter) sees every lane of every access against the view the
+    kernel was given as `arg`: offsets are then from that view's edge, `buffer_bytes` is the view's size and
+    `at` its byte offset in the buffer, and the figures are exact. `hits` names the other buffers whose
+    bytes the same access (or the same corrupted range of guard bytes) reached.
     """
 
     buffer: str
@@ -96,6 +119,11 @@ class Violation:
     # (byte offset, bytes) of the view the op was given, when the guarded buffer is its whole allocation and the
     # view covers only part of it: the offsets above are then from the allocation's edge, not the view's.
     view: tuple[int, int] | None = None
+    access: Access = "write"
+    arg: str | None = None  # the kernel's parameter the access went through (lane checker)
+    at: int | None = None  # byte offset of that argument's view in `buffer`, when it is not all of it
+    at_least: bool = False
+    hits: tuple[str, ...] = ()
 
     @property
     def extent(self) -> int:
@@ -117,6 +145,22 @@ class Buffer:
     tag: int | None = None  # the capture size it belongs to, when several share the slab
     poison: int | None = None  # the 4-byte poison word of an `empty` buffer, re-written by every `arm`
     view: tuple[int, int] | None = None  # (byte offset, bytes) of the view the op was given, when only part of it
+    # What a tensor made for the op holds on to (see Guards.owned): dead once nothing points at the buffer.
+    holder: weakref.ref[Any] | None = None
+    persistent: bool = False  # still pointed at when its scope ended: the op cached it
+
+    def alive(self) -> bool:
+        return self.holder is not None and self.holder() is not None
+
+
+class _CudaArena:
+    """Device memory as `__cuda_array_interface__`: a tensor made of it holds this object until it dies."""
+
+    __slots__ = ("__cuda_array_interface__", "__weakref__")
+
+    def __init__(self, address: int, nbytes: int) -> None:
+        self.__cuda_array_interface__ = {"shape": (nbytes,), "typestr": "|u1", "data": (address, False),
+                                         "version": 3, "strides": None}
 
 
 @dataclass
@@ -130,16 +174,62 @@ class _Finding:
     phases: list[str] = field(default_factory=list)
 
 
+_CHUNK_LIMIT = 1 << 22  # addresses a stray keeps before folding them into one sorted unique array
+
+
+@dataclass(eq=False)
+class _Stray:
+    """The union over runs of the bytes outside its view that one kernel reached through one argument.
+
+    Bytes are kept as offsets from the start of the buffer the view lies in (or of the view, for memory the
+    harness did not make): a capture size's eager runs and its replays use buffers carved at other addresses.
+    """
+
+    kernel: str
+    param: str
+    access: Access
+    owner: Buffer | None  # the guarded buffer the argument's view lies in; None for memory the harness did not make
+    at: int  # the view's byte offset in it
+    span: int  # the view's bytes
+    row_bytes: int | None
+    tag: int | None
+    phases: list[str] = field(default_factory=list)
+    offsets: _Offsets = field(default_factory=lambda: _Offsets())
+    # The same bytes from the start of each buffer whose arena they lie in, by (name, site): what they explain.
+    frames: dict[tuple[str, str], _Offsets] = field(default_factory=dict)
+
+
+class _Offsets:
+    """A growing set of byte offsets, kept as chunks and folded into one sorted unique array when read."""
+
+    def __init__(self) -> None:
+        self.chunks: list[np.ndarray] = []
+        self.count = 0
+
+    def add(self, offsets: np.ndarray) -> None:
+        self.chunks.append(offsets)
+        self.count += offsets.size
+        if self.count > _CHUNK_LIMIT:
+            self.chunks = [self.sorted()]
+            self.count = self.chunks[0].size
+
+    def sorted(self) -> np.ndarray:
+        if len(self.chunks) != 1:
+            self.chunks = [np.unique(np.concatenate(self.chunks))] if self.chunks else [np.empty(0, np.int64)]
+        return self.chunks[0]
+
+
 @triton.jit  # type: ignore[untyped-decorator]
-def _arm_kernel(words_ptr, bytes_ptr, lo_ptr, hi_ptr, value_ptr, word, poisoned,  # type: ignore[no-untyped-def]
+def _arm_kernel(words_ptr, bytes_ptr, lo_ptr, hi_ptr, value_ptr, word, poisoned, flip,  # type: ignore[no-untyped-def]
                 tail_at_ptr, tail_byte_ptr, n_tail, BLOCK: tl.constexpr, TAIL: tl.constexpr):
     """Each program fills one block [lo, hi) of words: `word` where its value is -1 (a guard), else its
-    poison (times `poisoned`). Program 0 also writes the odd bytes that share a word with a buffer's end."""
+    poison (each bit flipped where `flip` is -1, times `poisoned`). Program 0 also writes the odd bytes that share
+    a word with a buffer's end."""
     pid = tl.program_id(0)
     lo = tl.load(lo_ptr + pid)
     hi = tl.load(hi_ptr + pid)
     value = tl.load(value_ptr + pid)
-    fill = tl.where(value == -1, word, value * poisoned)
+    fill = tl.where(value == -1, word, (value ^ flip) * poisoned)
     offs = lo + tl.arange(0, BLOCK)
     tl.store(words_ptr + offs, tl.zeros((BLOCK,), tl.int32) + fill, mask=offs < hi)
     if pid == 0:
@@ -235,17 +325,17 @@ class _Layout:
     def _arm_ranges(self) -> list[tuple[int, int, int]]:
         return [(a, b, -1) for a, b in self.guards] + [(a, b, _signed(w, 32)) for a, b, w in self.poisons]
 
-    def arm(self, slab: torch.Tensor, word: int, pattern: bytes, poisoned: bool) -> None:
+    def arm(self, slab: torch.Tensor, word: int, pattern: bytes, poisoned: bool, flipped: bool) -> None:
         """One launch: every guard word, every poisoned word and every odd byte."""
         lo, hi, value = self.blocks("arm", self._arm_ranges)
         if not lo.numel():
             return
         at = self.tail_at + self.poison_tail_at
         _arm_kernel[(lo.numel(),)](
-            slab.view(torch.int32), slab, lo, hi, value, _signed(word, 32), int(poisoned),
+            slab.view(torch.int32), slab, lo, hi, value, _signed(word, 32), int(poisoned), -int(flipped),
             self.table("arm.tail", lambda: at),
-            self.table(f"arm.bytes.{word}.{poisoned}", lambda: [pattern[i % 4] for i in self.tail_at]
-                       + [b * poisoned for b in self.poison_tail_bytes], torch.uint8),
+            self.table(f"arm.bytes.{word}.{poisoned}.{flipped}", lambda: [pattern[i % 4] for i in self.tail_at]
+                       + [(b ^ 0xFF * flipped) * poisoned for b in self.poison_tail_bytes], torch.uint8),
             len(at), BLOCK=_BLOCK_WORDS, TAIL=triton.next_power_of_2(max(len(at), 1)))
 
     def count_changed(self, slab: torch.Tensor, word: int, pattern: bytes, flag: torch.Tensor) -> None:
@@ -320,6 +410,8 @@ class Guards:
         self.fill: Fill = "nan"
         self._words: dict[Fill, int] = dict(WORDS)
         self._poisoned = True
+        self._flipped = False  # `empty` poison with every bit flipped (see flipped_empties)
+        self.empties = 0  # `empty` buffers made so far: a run that made none reads no poison
         self._used = 0
         self._slab: torch.Tensor | None = None
         self._pool: torch.cuda.MemPool | None = None  # the slab's own, on CUDA (see reserve)
@@ -327,6 +419,10 @@ class Guards:
         self._layout: _Layout | None = None
         self._patterns: dict[int, torch.Tensor] = {}
         self._findings: dict[tuple[int | None, str, str, Side], _Finding] = {}
+        self._strays: dict[tuple[Any, ...], _Stray] = {}
+        self._unguarded: dict[tuple[int | None, str, str], int] = {}  # (tag, kernel, param) -> bytes of its view
+        self._outside: list[tuple[int, int]] = []  # address ranges of inputs and constants left unguarded (limits)
+        self.phase = ""  # the run in progress (see `running`)
         self._label: str | None = None
         self._name: str | None = None
         self._tag: int | None = None
@@ -413,6 +509,7 @@ class Guards:
         start = self._used + guard
         right = _round_up(start + body, _ALIGN) + guard - (start + nbytes)
         poison = _POISON_WORD.get(empty_itemsize or 0) if empty_itemsize else None
+        self.empties += poison is not None
         buf = Buffer(name, site, start, nbytes, guard, right, row_bytes, self._tag, poison)
         self._used = start + nbytes + right
         self.buffers.append(buf)
@@ -447,6 +544,7 @@ class Guards:
             self._limits.append((self._tag, f"{name} ({nbytes:,} B) is not guarded: a copy would take more than "
                                             f"half of the guard budget's {self.budget - self._used:,} B left; "
                                             "a larger --guard-budget guards it"))
+            self._outside.append((storage.data_ptr(), storage.data_ptr() + nbytes))
             return tensor
         row_bytes = tensor.stride(0) * itemsize if tensor.dim() == 2 else None
         span = (1 + sum((n - 1) * st for n, st in zip(tensor.shape, tensor.stride(), strict=True))
@@ -456,6 +554,7 @@ class Guards:
             buf = self.allocate(nbytes, name, "made outside the op", row_bytes)
         if (offset, span) != (0, nbytes):
             buf.view = (offset, span)
+        if (offset, span) != (0, nbytes) and not _lanes_checked(self.device):  # the lane checker sees the view
             self._limits.append((self._tag, f"{name} is a view of {span:,} B at byte {offset:,} of its {nbytes:,} B "
                                             "allocation: the guards sit at the allocation's edges, so an overrun of "
                                             "the view that stays inside the allocation is not seen"))
@@ -469,16 +568,49 @@ class Guards:
         """What could not be guarded as wanted, for buffers of capture size `tag` and those shared by all sizes."""
         return tuple(dict.fromkeys(text for t, text in self._limits if tag is None or t in (None, tag)))
 
+    def owned(self, buf: Buffer, dtype: torch.dtype) -> torch.Tensor:
+        """The buffer's bytes as a flat tensor of `dtype` with a storage of its own, so that `scope` sees whether
+        anything still points at it (every view of the tensor holds that storage); a slab view where that fails."""
+        nbytes = max(_round_up(buf.nbytes, dtype.itemsize), dtype.itemsize)
+        address = self.slab.data_ptr() + buf.start
+        holder: Any
+        try:
+            if self.device.type == "cuda":
+                holder = _CudaArena(address, nbytes)
+                raw = torch.as_tensor(holder, device=self.device)
+            else:
+                holder = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(address))
+                raw = torch.from_numpy(holder)
+        except (TypeError, RuntimeError, ValueError):
+            return self.view(buf, dtype)
+        buf.holder = weakref.ref(holder)
+        return raw.view(dtype)[: buf.nbytes // dtype.itemsize]
+
     @contextmanager
     def scope(self) -> Iterator[None]:
-        """Buffers carved inside are released on exit (the slab pointer goes back)."""
+        """Buffers carved inside are released on exit (the slab pointer goes back), except those something still
+        points at when the block ends normally: the op cached them. Those keep their arenas and guards for good,
+        and their bytes are no longer poisoned (the cache's contents are the op's)."""
         used, count = self._used, len(self.buffers)
+        ended = False
         try:
             yield
+            ended = True
         finally:
-            self._used = used
-            del self.buffers[count:]
+            carved = self.buffers[count:]
+            if ended and any(b.alive() for b in carved):
+                gc.collect()  # a reference cycle is not a cache
+            kept = [b for b in carved if ended and b.alive()]
+            for buf in kept:
+                buf.persistent, buf.poison = True, None
+            self._used = max([used, *(b.start + b.nbytes + b.right for b in kept)])
+            self.buffers[count:] = kept
             self._layout = None
+
+    def persistent(self, tag: int | None = None) -> tuple[str, ...]:
+        """The buffers the op cached, as `name (site): N B`, of capture size `tag` and those shared by all."""
+        return tuple(f"{b.name} ({b.site}): {b.nbytes:,} B" for b in self.buffers
+                     if b.persistent and (tag is None or b.tag in (None, tag)))
 
     @contextmanager
     def _setting(self, attribute: str, value: object) -> Iterator[None]:
@@ -501,6 +633,11 @@ class Guards:
     def benign_empties(self) -> AbstractContextManager[None]:
         """`empty` buffers get zeros instead of poison (an attribution run)."""
         return self._setting("_poisoned", False)
+
+    def flipped_empties(self) -> AbstractContextManager[None]:
+        """`empty` buffers hold their poison with every bit flipped (0x7FC5 becomes 0x803A, 0x7F 0x80): two runs
+        that differ only in it differ in every byte a read of poison takes."""
+        return self._setting("_flipped", True)
 
     @contextmanager
     def benign_guards(self) -> Iterator[None]:
@@ -538,17 +675,17 @@ class Guards:
     def _arm_with(self, layout: _Layout, word: int) -> None:
         pattern = word.to_bytes(4, "little")
         if self.device.type == "cuda":
-            layout.arm(self.slab, word, pattern, self._poisoned)
+            layout.arm(self.slab, word, pattern, self._poisoned, self._flipped)
             return
         words = self.slab.view(torch.int32)
         for lo, hi in layout.guards:
             words[lo:hi].fill_(_signed(word, 32))
         for lo, hi, poison in layout.poisons:
-            words[lo:hi].fill_(_signed(poison, 32) if self._poisoned else 0)
+            words[lo:hi].fill_(_signed(poison ^ (0xFFFFFFFF * self._flipped), 32) if self._poisoned else 0)
         for at in layout.tail_at:
             self.slab[at] = pattern[at % 4]
         for at, byte in zip(layout.poison_tail_at, layout.poison_tail_bytes, strict=True):
-            self.slab[at] = byte if self._poisoned else 0
+            self.slab[at] = (byte ^ (0xFF * self._flipped)) if self._poisoned else 0
 
     def arm(self, fill: Fill) -> None:
         """Write `fill` into every guard and poison every `empty` buffer: before each run, outside capture."""
@@ -608,32 +745,165 @@ class Guards:
                 return buf
         return None
 
+    def owners(self, addresses: np.ndarray) -> list[Buffer]:
+        """The buffers whose arenas hold any of these addresses (sorted byte addresses), in slab order."""
+        if not self.buffers or not addresses.size:
+            return []
+        base = self.slab.data_ptr()
+        starts = np.array([base + b.start - b.left for b in self.buffers], dtype=np.int64)
+        ends = np.array([base + b.start + b.nbytes + b.right for b in self.buffers], dtype=np.int64)
+        at = np.searchsorted(starts, addresses, side="right") - 1
+        inside = (at >= 0) & (addresses < ends[at.clip(min=0)])
+        return [self.buffers[i] for i in np.unique(at[inside])]
+
+    def in_slab(self, address: int) -> bool:
+        base = self.slab.data_ptr()
+        return base <= address < base + self.slab.numel()
+
+    # -- the lane checker's findings and the launches' arguments ---------------------------------------
+
+    def record_stray(self, kernel: str, arg: LaunchArg, access: Access, addresses: np.ndarray) -> None:
+        """Record bytes (sorted addresses) that one kernel's access through `arg` reached outside its view."""
+        base = self.slab.data_ptr()
+        owner = self.owner(arg.lo) if arg.hi > arg.lo else self.owner(arg.lo - 1)
+        origin = base + owner.start if owner is not None else arg.lo
+        identity = (owner.name, owner.site) if owner is not None else None
+        key = (self._tag, kernel, arg.param, access, identity, arg.lo - origin, arg.hi - arg.lo)
+        stray = self._strays.get(key)
+        if stray is None:
+            stray = self._strays[key] = _Stray(kernel, arg.param, access, owner, arg.lo - origin, arg.hi - arg.lo,
+                                               arg.row_bytes, self._tag)
+        stray.offsets.add(addresses - origin)
+        if self.phase not in stray.phases:
+            stray.phases.append(self.phase)
+        for buf in self.owners(addresses):
+            frame = stray.frames.setdefault((buf.name, buf.site), _Offsets())
+            frame.add(addresses - (base + buf.start))
+
+    def record_launch(self, kernel: str, args: Sequence[tuple[str, torch.Tensor]]) -> None:
+        """Note each tensor argument of a launch that lies outside the slab: memory the harness does not guard."""
+        for param, tensor in args:
+            address = int(tensor.data_ptr())
+            if self.in_slab(address) or any(lo <= address < hi for lo, hi in self._outside):
+                continue
+            nbytes = tensor.numel() * tensor.element_size()
+            self._unguarded.setdefault((self._tag, kernel, param), nbytes)
+
+    def unguarded(self, tag: int | None = None) -> tuple[str, ...]:
+        """Launch arguments outside guarded memory, as `kernel(param): N B`, for capture size `tag`."""
+        return tuple(f"{kernel}({param}): {nbytes:,} B" for (t, kernel, param), nbytes in self._unguarded.items()
+                     if tag is None or t in (None, tag))
+
+    @contextmanager
+    def running(self, phase: str) -> Iterator[None]:
+        """Name the run in progress, for what the lane checker finds during it."""
+        with self._setting("phase", phase):
+            yield
+
     def violations(self, tag: int | None = None) -> tuple[Violation, ...]:
-        """The findings so far (of buffers tagged `tag` or shared by every size, if given), farthest-reaching first."""
-        out = []
-        for found in self._findings.values():
-            if tag is not None and found.buffer.tag not in (None, tag):
-                continue
-            buf = found.buffer
-            nonzero = torch.nonzero(found.bits).flatten()
-            if not nonzero.numel():
-                continue
-            first_byte, last_byte = int(nonzero[0]), int(nonzero[-1])
-            first = 8 * first_byte + _lowest_bit(int(found.bits[first_byte]))
-            last = 8 * last_byte + int(found.bits[last_byte]).bit_length() - 1
-            count = int(_POPCOUNT.to(found.bits.device)[found.bits.long()].sum())
-            base = 0 if found.side == "overflow" else buf.left  # guard index of the buffer's edge
-            rows = None
-            if buf.row_bytes:
-                if buf.row_bytes % 8 == 0 and base % 8 == 0:  # each packed byte lies in one row
-                    row_of = torch.div(8 * nonzero - base, buf.row_bytes, rounding_mode="floor")
-                    rows = int(torch.unique(row_of).numel())
-                else:
-                    offsets = torch.nonzero(_unpack(found.bits)).flatten() - base
-                    rows = int(torch.unique(torch.div(offsets, buf.row_bytes, rounding_mode="floor")).numel())
-            out.append(Violation(buf.name, buf.site, found.side, first - base, last - base, count, rows, buf.nbytes,
-                                 found.op, tuple(found.phases), buf.view))
-        return tuple(sorted(out, key=lambda v: (-v.extent, v.buffer, v.side)))
+        """The findings so far (of buffers tagged `tag` or shared by every size, if given), farthest-reaching first.
+
+        Guard bytes that the lane checker saw a kernel write are its finding, not the guards': one overrun is
+        one violation, with the lanes' exact figures and the kernel's argument, whatever guards it crossed.
+        """
+        mine = {key: s for key, s in self._strays.items() if tag is None or s.tag in (None, tag)}
+        writes = {key[:3] + key[4:]: s for key, s in mine.items() if s.access == "write"}
+        # A read-modify-write (a load and a store of the same lanes) that overruns is one write, not two findings.
+        strays = [s for key, s in mine.items() if not (
+            s.access == "read" and key[:3] + key[4:] in writes
+            and np.isin(s.offsets.sorted(), writes[key[:3] + key[4:]].offsets.sorted()).all())]
+        exact = [v for s in strays for v in _exact(s)]
+        explained: dict[tuple[str, str], list[np.ndarray]] = {}
+        for stray in (s for s in strays if s.access == "write"):
+            for identity, frame in stray.frames.items():
+                explained.setdefault(identity, []).append(frame.sorted())
+        found = [f for f in self._findings.values() if tag is None or f.buffer.tag in (None, tag)]
+        guarded = [g for g in (_guarded(f, explained.get((f.buffer.name, f.buffer.site), [])) for f in found)
+                   if g is not None]
+        out = exact + _merge_neighbours(guarded)
+        return tuple(sorted(out, key=lambda v: (-v.extent, v.buffer, v.side, v.access)))
+
+
+def _exact(stray: _Stray) -> list[Violation]:
+    """A stray's bytes as violations of its view, a side each."""
+    owner, offsets = stray.owner, stray.offsets.sorted()
+    if owner is not None:
+        name, site = owner.name, owner.site
+        at = None if (stray.at, stray.span) == (0, owner.nbytes) else stray.at
+    else:
+        name, site, at = stray.param, "memory the harness did not allocate", None
+    hits = tuple(n for n, s in stray.frames if owner is None or (n, s) != (owner.name, owner.site))
+    out = []
+    for side, picked in (("underflow", offsets[offsets < stray.at] - stray.at),
+                         ("overflow", offsets[offsets >= stray.at + stray.span] - stray.at - stray.span)):
+        if not picked.size:
+            continue
+        rows = int(np.unique(picked // stray.row_bytes).size) if stray.row_bytes else None
+        out.append(Violation(name, site, side, int(picked[0]), int(picked[-1]), int(picked.size), rows,  # type: ignore[arg-type]
+                             stray.span, stray.kernel, tuple(stray.phases), access=stray.access, arg=stray.param,
+                             at=at, hits=hits))
+    return out
+
+
+def _guarded(found: _Finding, explained: list[np.ndarray]) -> _Guarded | None:
+    """One guard finding as a violation, less the bytes the lane checker saw a kernel write; None if none are left."""
+    buf = found.buffer
+    changed = _set_bits(found.bits)
+    edge = buf.left if found.side == "underflow" else 0  # guard index of the buffer's edge
+    if explained:
+        from_start = changed - buf.left if found.side == "underflow" else changed + buf.nbytes
+        written = np.unique(np.concatenate(explained))
+        changed = changed[~np.isin(from_start, written)]
+    if not changed.size:
+        return None
+    span = buf.left if found.side == "underflow" else buf.right
+    offsets = changed - edge
+    reaches_far_end = changed[0] == 0 if found.side == "underflow" else changed[-1] == span - 1
+    rows = int(np.unique(offsets // buf.row_bytes).size) if buf.row_bytes else None
+    v = Violation(buf.name, buf.site, found.side, int(offsets[0]), int(offsets[-1]), int(changed.size), rows,
+                  buf.nbytes, found.op, tuple(found.phases), buf.view, at_least=bool(reaches_far_end))
+    return _Guarded(v, buf, offsets)
+
+
+@dataclass
+class _Guarded:
+    violation: Violation
+    buffer: Buffer
+    offsets: np.ndarray  # from the buffer's edge
+
+
+def _merge_neighbours(found: list[_Guarded]) -> list[Violation]:
+    """One violation for a corrupted range that runs from one buffer's overflow guard, through its far end,
+    into the next buffer's underflow guard: the buffer it left from is named, with the neighbour in `hits`."""
+    under_at = {(g.buffer.tag, g.buffer.start - g.buffer.left): g for g in found if g.violation.side == "underflow"}
+    merged: set[int] = set()
+    out = []
+    for over in (g for g in found if g.violation.side == "overflow"):
+        a = over.buffer
+        under = under_at.get((a.tag, a.start + a.nbytes + a.right))
+        if under is None or not (over.violation.at_least and under.violation.at_least):
+            continue
+        if None not in (over.violation.op, under.violation.op) and over.violation.op != under.violation.op:
+            continue  # two launches, one each side of the edge
+        b = under.buffer
+        # It ran on from A's end (it starts there) unless it only ends at B's start: then B underflowed.
+        from_b = under.violation.last_offset == -1 and over.violation.first_offset != 0
+        leaving, entering = (under, over) if from_b else (over, under)
+        if from_b:
+            offsets = np.concatenate([over.offsets - a.right - b.left, under.offsets])
+            through = over.violation.first_offset == 0
+        else:
+            offsets = np.concatenate([over.offsets, a.right + b.left + under.offsets])
+            through = under.violation.last_offset == -1
+        v, other = leaving.violation, entering.violation
+        row_bytes = leaving.buffer.row_bytes
+        offsets.sort()
+        out.append(replace(v, first_offset=int(offsets[0]), last_offset=int(offsets[-1]), bytes=int(offsets.size),
+                           rows=int(np.unique(offsets // row_bytes).size) if row_bytes else None,
+                           op=v.op or other.op, phases=tuple(dict.fromkeys(v.phases + other.phases)),
+                           at_least=bool(through), hits=(entering.buffer.name,)))
+        merged.update((id(over), id(under)))
+    return out + [g.violation for g in found if id(g) not in merged]
 
 
 _POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.int64)
@@ -649,6 +919,15 @@ def _pack(changed: torch.Tensor) -> torch.Tensor:
     bits = torch.nn.functional.pad(changed.to(torch.uint8), (0, pad)).view(-1, 8)
     shifts = torch.arange(8, dtype=torch.uint8, device=changed.device)
     return (bits << shifts).sum(dim=1, dtype=torch.uint8)
+
+
+def _set_bits(bits: torch.Tensor) -> np.ndarray:
+    """The indices of the set bits of packed `bits`, sorted, without unpacking the bytes that hold none."""
+    nonzero = torch.nonzero(bits).flatten()
+    shifts = torch.arange(8, dtype=torch.uint8, device=bits.device)
+    set_ = ((bits[nonzero][:, None] >> shifts) & 1).bool()
+    index = (8 * nonzero[:, None] + shifts.long())[set_]
+    return index.cpu().numpy().astype(np.int64)
 
 
 def _unpack(bits: torch.Tensor) -> torch.Tensor:
@@ -705,13 +984,14 @@ class GuardMode(TorchFunctionMode):
         site = call_site() if request is not None else None
         if site is None:
             return func(*args, **kwargs)
-        shape, stride, dtype, value = request
-        return self.make(shape, stride, dtype, kind, value, site)
+        shape, stride, dtype, value, grad = request
+        tensor = self.make(shape, stride, dtype, kind, value, site)
+        return tensor.requires_grad_(True) if grad else tensor
 
     def _request(self, func: Callable[..., Any], kind: str, args: Sequence[Any], kwargs: dict[str, Any]):  # type: ignore[no-untyped-def]
         """(shape, stride, dtype, fill value) of a factory call on the guarded device, else None."""
-        if kwargs.get("layout", torch.strided) != torch.strided or kwargs.get("requires_grad"):
-            return None
+        if kwargs.get("layout", torch.strided) != torch.strided or kwargs.get("out") is not None:
+            return None  # torch writes into the tensor given, or makes no strided memory
         value = None
         stride = None
         if func in _LIKE:
@@ -730,7 +1010,8 @@ class GuardMode(TorchFunctionMode):
             shape = _size(rest) if rest else _size([kwargs["size"]])
             dtype, device = kwargs.get("dtype") or src.dtype, kwargs.get("device") or src.device
         elif func is torch.empty_strided:
-            shape, stride = _size([args[0]]), _size([args[1]])
+            shape = _size([args[0] if args else kwargs["size"]])
+            stride = _size([args[1] if len(args) > 1 else kwargs["stride"]])
             dtype, device = kwargs.get("dtype") or torch.get_default_dtype(), kwargs.get("device")
         else:
             rest = list(args)
@@ -750,7 +1031,7 @@ class GuardMode(TorchFunctionMode):
             value = 0
         elif kind == "ones":
             value = 1
-        return shape, stride, dtype, value
+        return shape, stride, dtype, value, bool(kwargs.get("requires_grad"))
 
     def make(self, shape: tuple[int, ...], stride: tuple[int, ...] | None, dtype: torch.dtype, kind: str,
              value: Any, site: tuple[str, str]) -> torch.Tensor:
@@ -764,7 +1045,7 @@ class GuardMode(TorchFunctionMode):
         inferred, where = site
         buf = self.guards.allocate(nbytes, self.guards.labelled(inferred), where, row_bytes,
                                    empty_itemsize=itemsize if kind == "empty" else None, capturing=self.capturing)
-        flat = self.guards.view(buf, dtype)
+        flat = self.guards.view(buf, dtype) if self.capturing else self.guards.owned(buf, dtype)
         tensor = flat.as_strided(shape, stride)
         if kind != "empty":
             flat.fill_(value)

@@ -68,6 +68,13 @@ class CaseResult:
     params: dict[str, Param]  # what else determines the case (MoE: block_m, splitk, predicted_overflow_bytes)
     repro: str | None  # the one command that reruns the case
     env: Environment
+    # Kernel arguments outside guarded memory and outside the inputs and constants, as `kernel(param): N B`:
+    # memory the op did not allocate in the call (a cache, a tensor made before the harness started) or a
+    # torch op's result. Without the lane checker an overrun of it is not seen, and `limits` says so.
+    unguarded: tuple[str, ...] = ()
+    # Buffers the op allocated and still pointed at after it returned (a cached workspace): they keep their
+    # arenas and guards across calls and replays, checked like any other.
+    persistent: tuple[str, ...] = ()
 
     @property
     def worst(self) -> Violation | None:

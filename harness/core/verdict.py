@@ -21,11 +21,13 @@ class Verdict(str, enum.Enum):
     CAPTURE_ERROR = ("capture-error", "cap", "#7f0000", "red bold",
                      "capture or instantiation failed, e.g. \"invalid argument\" for a memset past its allocation")
     CRASH = ("crash", "crash", "#000000", "red bold", "the op raised in an eager run or a replay")
-    OOB_WRITE = ("oob-write", "oobW", "#d62728", "red", "a guard byte changed: a write outside its buffer")
+    OOB_WRITE = ("oob-write", "oobW", "#d62728", "red",
+                 "a write outside its buffer: a guard byte changed, or (interpreter) a store lane outside its view")
     OOB_READ = ("oob-read", "oobR", "#ff7f0e", "red",
-                "the output is wrong, and right again when the guards hold zeros instead of NaN")
+                "a read outside its buffer: (interpreter) a load lane outside its view, or an output that is wrong "
+                "and right again when the guards hold zeros instead of NaN")
     UNINIT_READ = ("uninit-read", "uninit", "#e377c2", "magenta",
-                   "the output is wrong, and right again when `empty` buffers hold zeros instead of poison")
+                   "the output changes when `empty` buffers hold another poison: it reads bytes nobody wrote")
     MISMATCH = ("mismatch", "mism", "#bcbd22", "yellow", "the output differs from eager or from the reference")
     CLEAN = ("clean", "clean", "#2ca02c", "green", "every guard intact and every output right")
 
@@ -58,8 +60,12 @@ def classify(outcome: SizeOutcome, violations: tuple[Violation, ...]) -> Verdict
         return Verdict.CAPTURE_ERROR
     if outcome.error_kind == "crash":
         return Verdict.CRASH
-    if violations:
+    if any(v.access == "write" for v in violations):
         return Verdict.OOB_WRITE
+    # Reads outside a view are the cause, unless the output also changed with the `empty` poison: then bytes
+    # nobody wrote (an index, a count) drove those reads, and uninit-read names the cause.
+    if violations and outcome.attribution is not Verdict.UNINIT_READ:
+        return Verdict.OOB_READ
     if outcome.attribution is not None:
         return outcome.attribution
     if not outcome.numerically_ok:

@@ -12,6 +12,7 @@ from graph_harness.core.capture import Backend, Workload, default_backend
 from graph_harness.core.check import Case, default_budget, run_and_judge
 from graph_harness.core.expect import Expectation
 from graph_harness.core.guard import Guards, adoption_bytes
+from graph_harness.core.lanes import lanes_checked
 from graph_harness.core.results import CaseResult
 from graph_harness.core.verdict import Verdict
 from graph_harness.kernels.contracts import Policy
@@ -40,14 +41,28 @@ def guards_for(cases: Sequence[CaseSpec], device: torch.device, budget: int | No
     return Guards(device, budget or default_budget(device), cover=cover, constants=adoption_bytes(tensors))
 
 
-def expectation(case: CaseSpec) -> Expectation:
+def expectation(case: CaseSpec, exact: bool = False) -> Expectation:
     """What a case must show: for oob-write, the bytes the scenario names, else the stage1 footprint's overflow
-    in whichever buffer holds it; any other verdict as it is."""
-    if case.expect is not Verdict.OOB_WRITE:
-        return Expectation(case.expect)
-    if case.expect_bytes is not None:
-        return expect.oob_write(case.expect_bytes.buffer, side=case.expect_bytes.side, extent=case.expect_bytes.extent)
-    return expect.oob_write(side="overflow", extent=case.footprint().predicted_overflow_bytes)
+    in whichever buffer holds it; any other verdict as it is. Where the lane checker runs (`exact`), the reads
+    past `reads_past` that the padding rows make as well."""
+    if case.expect is Verdict.OOB_WRITE and case.expect_bytes is not None:
+        found = expect.oob_write(case.expect_bytes.buffer, side=case.expect_bytes.side, extent=case.expect_bytes.extent)
+    elif case.expect is Verdict.OOB_WRITE:
+        found = expect.oob_write(side="overflow", extent=case.footprint().predicted_overflow_bytes)
+    else:
+        found = Expectation(case.expect)
+    reads = [expect.oob_read(b, side="overflow") for b in case.reads_past] if exact else []
+    if not reads or case.expect not in (Verdict.OOB_WRITE, Verdict.CLEAN):
+        return found
+    return expect.all_of(*([found] if case.expect is Verdict.OOB_WRITE else []), *reads)
+
+
+def unseen_reads(case: CaseSpec) -> tuple[str, ...]:
+    """The limit of a case whose padding reads only the lane checker sees, run without it."""
+    if not case.reads_past:
+        return ()
+    return (f"the padding rows read past {', '.join(case.reads_past)} and discard the values: only the lane "
+            "checker (the Triton interpreter) sees such a read",)
 
 
 def run_cases(cases: Sequence[CaseSpec], device: torch.device, *, budget: int | None = None,
@@ -62,9 +77,11 @@ def run_cases(cases: Sequence[CaseSpec], device: torch.device, *, budget: int | 
     # copied into the slab with bounded guards, so a read past one shows.
     guarded = {hidden: w.adopted(guards) for hidden, w in weights.items()}
     workloads: dict[int, Workload] = {c.tokens: MoEWorkload(c, guarded[c.hidden], device) for c in cases}
-    judged = [Case(c.scenario, c.policy.value, c.tokens, c.seed, expectation(c),
+    exact = lanes_checked(device)
+    judged = [Case(c.scenario, c.policy.value, c.tokens, c.seed, expectation(c, exact),
                    params={"block_m": c.block_m, "splitk": c.splitk,
                            "predicted_overflow_bytes": c.footprint().predicted_overflow_bytes},
-                   repro=run_command(c.scenario, c.policy.value, c.tokens, c.seed) + scenarios_flag)
+                   repro=run_command(c.scenario, c.policy.value, c.tokens, c.seed) + scenarios_flag,
+                   limits=() if exact else unseen_reads(c))
               for c in cases]
     return run_and_judge(judged, workloads, guards, backend or default_backend(device), replays=replays)

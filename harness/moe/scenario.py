@@ -25,7 +25,7 @@ from graph_harness.kernels.contracts import (
     stage1_footprint,
     uses_splitk_instance,
 )
-from graph_harness.schema import Count, Frozen, Profile, ScenarioBase, int_or, profile_of, rule
+from graph_harness.schema import Count, Frozen, Profile, ScenarioBase, Text, int_or, profile_of, rule
 
 if TYPE_CHECKING:
     from graph_harness.core.results import CaseResult
@@ -80,6 +80,9 @@ class MoEScenario(ScenarioBase):
     expect_bytes: dict[Policy, ExpectBytes] = Field(default_factory=dict)
     # Trailing tokens routed to -1, sglang's idle-batch marker (rocm-libraries #6242).
     idle_tokens: Annotated[int, Strict(), Field(ge=0)] = 0
+    # Buffers that the contract's padding rows read past, the values then discarded (an unmasked port gathers
+    # hidden row T): only the lane checker sees such a read, and there every policy must show it.
+    reads_past: tuple[Text, ...] = ()
 
     def summary(self) -> str:
         """`MoE K/N/E/topk 7168/256/257/9`."""
@@ -218,6 +221,7 @@ class CaseSpec:
     weights: Weights  # "aliased": one weight tensor shared by all experts, to keep the CPU profile small
     idle_tokens: int = 0  # trailing tokens routed to -1
     expect_bytes: ExpectBytes | None = None  # the oob-write's buffer and extent, when not stage1's footprint
+    reads_past: tuple[str, ...] = ()  # buffers the padding rows read past (MoEScenario.reads_past)
 
     def footprint(self) -> Footprint:
         """Predicted stage1 bytes for this case (graph_harness.kernels.contracts.stage1_footprint), no kernel run."""
@@ -277,7 +281,7 @@ def resolve(scenario_id: str, scenario: MoEScenario, tokens: int, profile: Profi
                  dtype=scenario.dtype, quant=scenario.quant, activation=scenario.activation,
                  contract=scenario.contract, cu_num=cu_num, seed=scenario.seed,
                  expect=scenario.policies[policy], weights=weights, idle_tokens=scenario.idle_tokens,
-                 expect_bytes=scenario.expect_bytes.get(policy))
+                 expect_bytes=scenario.expect_bytes.get(policy), reads_past=scenario.reads_past)
         for policy in Policy if policy in scenario.policies
     )
 

@@ -1,0 +1,322 @@
+"""Exact access checking under the Triton interpreter: every lane of every load, store and atomic of every
+launch, masked-off lanes excluded, against the view of the tensor argument its pointer was made from.
+
+Guards see a write only where it changes a red-zone byte, and a read only when its value reaches the
+output. The interpreter runs each access as a numpy array of addresses, so here each lane is checked
+instead: a read whose value a store mask throws away, an overrun of one view that stays inside its parent
+workspace, and a write past the far end of any guard are all seen, to the byte.
+
+Provenance. When the interpreter turns a tensor argument into a pointer, the pointer is tagged with the
+argument, and the tag follows it through pointer arithmetic and reshaping (`_CARRY`). A lane must lie
+inside the view of the argument its pointer came from: an overrun of view A into view B, its neighbour
+in one workspace, is A's overrun although those bytes are B's. A pointer whose provenance is lost (a
+select between two arguments, an integer cast to a pointer) must lie inside some argument's view.
+
+On CPU the interpreter's "host copies" of the arguments are the arguments themselves (same storage), so
+the addresses it dereferences are the harness's own: a lane is attributed to guarded buffers by address.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from graph_harness.core.guard import Access, Guards
+
+_TAG = "graph_harness.arg"
+# Builder calls whose pointer result is made from a pointer operand: the result keeps the operand's argument.
+_CARRY = ("create_addptr", "create_splat", "create_broadcast", "create_expand_dims", "create_reshape",
+          "create_view", "create_trans", "create_permute", "create_bitcast", "create_select", "create_cat",
+          "create_join", "create_unsplat", "create_make_block_ptr", "create_advance",
+          "create_make_tensor_descriptor")
+# Builder calls that access memory through a block pointer or a tensor descriptor: the masked load or store
+# they make inside goes through their first operand's base.
+_THROUGH = ("create_tensor_pointer_load", "create_tensor_pointer_store", "create_descriptor_load",
+            "create_descriptor_store", "create_descriptor_gather", "create_descriptor_scatter")
+
+
+@dataclass(frozen=True)
+class LaunchArg:
+    """A tensor argument of one launch: its parameter name and the byte range [lo, hi) of its view."""
+
+    param: str
+    lo: int
+    hi: int
+    row_bytes: int | None  # row stride of a 2-D view
+
+
+def _tensor(value: Any) -> torch.Tensor | None:
+    """The torch tensor behind a kernel argument: itself, or the base of triton's reinterpreting wrapper."""
+    if isinstance(value, torch.Tensor):
+        return value
+    base = getattr(value, "base", None)
+    return base if isinstance(base, torch.Tensor) and hasattr(value, "data_ptr") else None
+
+
+def view_range(tensor: torch.Tensor) -> tuple[int, int]:
+    """[lo, hi) byte addresses of a tensor's view: its first element through its last (empty for 0 elements)."""
+    lo = int(tensor.data_ptr())
+    if tensor.numel() == 0:
+        return lo, lo
+    span = 1 + sum((n - 1) * s for n, s in zip(tensor.shape, tensor.stride(), strict=True))
+    return lo, lo + span * tensor.element_size()
+
+
+def tensor_args(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(parameter name, argument) of each tensor argument of a call of kernel `fn`: torch tensors, triton's
+    reinterpreting wrappers, the bases of tensor descriptors, the items of tuples."""
+    names = list(inspect.signature(fn).parameters)
+    bound = dict(zip(names, args, strict=False))
+    bound.update((k, v) for k, v in kwargs.items() if k in names)
+    out: list[tuple[str, Any]] = []
+
+    def walk(name: str, value: Any) -> None:
+        if isinstance(value, tuple):
+            for i, item in enumerate(value):
+                walk(f"{name}[{i}]", item)
+        elif _tensor(value) is not None:
+            out.append((name, value))
+        elif _tensor(getattr(value, "base", None)) is not None:  # a tensor descriptor
+            out.append((name, value.base))
+
+    for name, value in bound.items():
+        walk(name, value)
+    return out
+
+
+def launch_arg(param: str, value: Any) -> LaunchArg:
+    tensor = _tensor(value)
+    assert tensor is not None
+    lo, hi = view_range(tensor)
+    row_bytes = tensor.stride(0) * tensor.element_size() if tensor.dim() == 2 else None
+    return LaunchArg(param, lo, hi, row_bytes)
+
+
+@dataclass
+class _Launch:
+    kernel: str
+    args: list[LaunchArg]
+    by_id: dict[int, int]  # id() of the tensor the interpreter converts -> index into args
+
+
+class LaneChecker:
+    """Checks every access of every interpreted launch while installed (`with checker.installed():`), and
+    records what falls outside its argument's view in `guards` (`Guards.record_stray`), with the run in
+    progress and the capture size; each launch's tensor arguments go to `Guards.record_launch`.
+    `skip(fn)` says which kernels are the harness's own."""
+
+    def __init__(self, guards: Guards, *, skip: Callable[[Any], bool] = lambda fn: False) -> None:
+        self.guards = guards
+        self.skip = skip
+        self.lanes = 0  # lanes checked, for the record
+        self._launch: _Launch | None = None
+        self._through: int | None = None
+
+    # -- what the interpreter calls ---------------------------------------------------------------------
+
+    def _begin(self, fn: Any, args_hst: list[Any], kwargs_hst: dict[str, Any]) -> None:
+        if self.skip(fn):
+            self._launch = None
+            return
+        pairs = tensor_args(fn, tuple(args_hst), kwargs_hst)
+        name = getattr(fn, "__name__", "triton kernel")
+        launch = _Launch(name, [], {})
+        for param, value in pairs:
+            launch.by_id[id(value)] = len(launch.args)
+            launch.args.append(launch_arg(param, value))
+        self._launch = launch
+        self.guards.record_launch(name, [(param, _tensor(value)) for param, value in pairs])  # type: ignore[misc]
+
+    def _tag(self, value: Any, converted: Any) -> Any:
+        launch = self._launch
+        if launch is not None and id(value) in launch.by_id:
+            handle = getattr(converted, "handle", None)
+            if handle is not None and hasattr(handle, "attr"):
+                handle.attr[_TAG] = launch.by_id[id(value)]
+        return converted
+
+    def check(self, ptrs: Any, mask: Any, access: Access) -> None:
+        """Check the unmasked lanes of one access; record those outside their argument's view."""
+        launch = self._launch
+        if launch is None:
+            return
+        lanes = np.asarray(ptrs.data)
+        if mask is not None:
+            keep = np.asarray(mask.data)
+            if not keep.all():
+                lanes = lanes[np.broadcast_to(keep, lanes.shape)]
+        if lanes.size == 0:
+            return
+        self.lanes += lanes.size
+        size = max(1, ptrs.get_element_ty().primitive_bitwidth // 8)
+        lo, hi = int(lanes.min()), int(lanes.max()) + size
+        index = getattr(ptrs, "attr", {}).get(_TAG, self._through)
+        if index is not None:
+            arg = launch.args[index]
+            if arg.lo <= lo and hi <= arg.hi:
+                return
+            self._stray(launch, arg, lanes.astype(np.int64).ravel(), size, access)
+            return
+        if any(a.lo <= lo and hi <= a.hi for a in launch.args):
+            return
+        self._unknown(launch, lanes.astype(np.int64).ravel(), size, access)
+
+    def _stray(self, launch: _Launch, arg: LaunchArg, lanes: np.ndarray, size: int, access: Access) -> None:
+        # Every byte of every lane, then those outside the view: a lane may straddle its edge.
+        addresses = (lanes[:, None] + np.arange(size, dtype=np.int64)).ravel()
+        outside = addresses[(addresses < arg.lo) | (addresses >= arg.hi)]
+        if outside.size:
+            self.guards.record_stray(launch.kernel, arg, access, np.unique(outside))
+
+    def _unknown(self, launch: _Launch, lanes: np.ndarray, size: int, access: Access) -> None:
+        """Lanes of a pointer of unknown provenance: those inside no argument's view go to the nearest view."""
+        inside = np.zeros(lanes.shape, dtype=bool)
+        for a in launch.args:
+            inside |= (lanes >= a.lo) & (lanes + size <= a.hi)
+        bad = lanes[~inside]
+        if not bad.size or not launch.args:
+            return
+        lo = np.array([a.lo for a in launch.args], dtype=np.int64)
+        hi = np.array([a.hi for a in launch.args], dtype=np.int64)
+        distance = np.maximum(lo[None, :] - bad[:, None], bad[:, None] + size - hi[None, :]).clip(min=0)
+        nearest = distance.argmin(axis=1)
+        for index in np.unique(nearest):
+            self._stray(launch, launch.args[int(index)], bad[nearest == index], size, access)
+
+    # -- installing -------------------------------------------------------------------------------------
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """Patch the interpreter for the duration of a block; put everything back after."""
+        from triton.runtime import interpreter
+
+        builder = interpreter.interpreter_builder
+        executor = interpreter.GridExecutor
+        checker = self
+        saved_module = {"_implicit_cvt": interpreter._implicit_cvt}
+        saved_executor = {"_init_args_hst": executor._init_args_hst}
+        saved_builder: dict[str, Any] = {}
+
+        def init_args_hst(self: Any, args_dev: Any, kwargs: Any) -> Any:
+            args_hst, kwargs_hst = saved_executor["_init_args_hst"](self, args_dev, kwargs)
+            checker._begin(self.fn, args_hst, kwargs_hst)
+            return args_hst, kwargs_hst
+
+        def implicit_cvt(arg: Any) -> Any:
+            return checker._tag(arg, saved_module["_implicit_cvt"](arg))
+
+        def carry(method: Callable[..., Any]) -> Callable[..., Any]:
+            def carried(*operands: Any, **kw: Any) -> Any:
+                out = method(*operands, **kw)
+                tags = {getattr(o, "attr", {}).get(_TAG) for o in operands if hasattr(o, "attr")}
+                tags.discard(None)
+                base = getattr(out, "base", None)
+                target = base if base is not None and hasattr(base, "attr") and not hasattr(out, "attr") else out
+                if len(tags) == 1 and hasattr(target, "attr"):
+                    target.attr[_TAG] = tags.pop()
+                return out
+            return carried
+
+        def through(method: Callable[..., Any]) -> Callable[..., Any]:
+            def via(first: Any, *rest: Any, **kw: Any) -> Any:
+                base = getattr(first, "base", None)
+                previous, checker._through = checker._through, getattr(base, "attr", {}).get(_TAG)
+                try:
+                    return method(first, *rest, **kw)
+                finally:
+                    checker._through = previous
+            return via
+
+        def load(method: Callable[..., Any]) -> Callable[..., Any]:
+            def checked(ptrs: Any, mask: Any, *rest: Any, **kw: Any) -> Any:
+                checker.check(ptrs, mask, "read")
+                return method(ptrs, mask, *rest, **kw)
+            return checked
+
+        def store(method: Callable[..., Any]) -> Callable[..., Any]:
+            def checked(ptrs: Any, value: Any, mask: Any, *rest: Any, **kw: Any) -> Any:
+                checker.check(ptrs, mask, "write")
+                return method(ptrs, value, mask, *rest, **kw)
+            return checked
+
+        def rmw(method: Callable[..., Any]) -> Callable[..., Any]:
+            def checked(op: Any, ptrs: Any, value: Any, mask: Any, *rest: Any, **kw: Any) -> Any:
+                checker.check(ptrs, mask, "write")
+                return method(op, ptrs, value, mask, *rest, **kw)
+            return checked
+
+        def cas(method: Callable[..., Any]) -> Callable[..., Any]:
+            def checked(ptrs: Any, *rest: Any, **kw: Any) -> Any:
+                checker.check(ptrs, None, "write")
+                return method(ptrs, *rest, **kw)
+            return checked
+
+        wrappers: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
+            **dict.fromkeys(_CARRY, carry), **dict.fromkeys(_THROUGH, through),
+            "create_masked_load": load, "create_masked_store": store, "create_atomic_rmw": rmw,
+            "create_atomic_cas": cas}
+        for name, wrap in wrappers.items():
+            method = getattr(builder, name, None)
+            if method is not None:
+                saved_builder[name] = builder.__dict__.get(name)
+                setattr(builder, name, wrap(method))
+        interpreter._implicit_cvt = implicit_cvt
+        executor._init_args_hst = init_args_hst
+        try:
+            yield
+        finally:
+            interpreter._implicit_cvt = saved_module["_implicit_cvt"]
+            executor._init_args_hst = saved_executor["_init_args_hst"]
+            for name, previous in saved_builder.items():
+                if previous is None:
+                    delattr(builder, name)
+                else:
+                    setattr(builder, name, previous)
+            self._launch = None
+
+
+def lanes_checked(device: torch.device) -> bool:
+    """Whether launches on `device` run under the interpreter, where every lane is checked.
+    `GRAPH_HARNESS_LANES=0` turns the checker off, to measure what it costs (benchmarks/bench_lanes.py)."""
+    from graph_harness.core.triton_env import INTERPRET
+
+    return device.type == "cpu" and INTERPRET and os.environ.get("GRAPH_HARNESS_LANES", "1") != "0"
+
+
+def _own(fn: Any) -> bool:
+    """The harness's own kernels (arming and checking the guards): never the op's launches."""
+    return str(getattr(fn, "__module__", "")).startswith("graph_harness.core.")
+
+
+@contextmanager
+def watched(guards: Guards) -> Iterator[None]:
+    """Every launch of the op is seen for the duration of a block: under the interpreter (a CPU slab) each
+    access is checked lane by lane; a compiled launch has its tensor arguments noted (`Guards.record_launch`),
+    so that memory the harness did not guard is never passed over in silence."""
+    if lanes_checked(guards.device):
+        with LaneChecker(guards, skip=_own).installed():
+            yield
+        return
+    from triton.runtime.jit import JITFunction
+
+    run = JITFunction.run
+
+    def noted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("warmup") and not _own(self.fn):
+            pairs = tensor_args(self.fn, args, kwargs)
+            guards.record_launch(getattr(self.fn, "__name__", "triton kernel"),
+                                 [(param, _tensor(value)) for param, value in pairs])  # type: ignore[misc]
+        return run(self, *args, **kwargs)
+
+    JITFunction.run = noted
+    try:
+        yield
+    finally:
+        JITFunction.run = run
