@@ -954,11 +954,6 @@ def _set_bits(bits: torch.Tensor) -> np.ndarray:
     return index.cpu().numpy().astype(np.int64)
 
 
-def _unpack(bits: torch.Tensor) -> torch.Tensor:
-    shifts = torch.arange(8, dtype=torch.uint8, device=bits.device)
-    return ((bits[:, None] >> shifts) & 1).flatten().bool()
-
-
 # -- the factory interceptor ----------------------------------------------------------------------
 
 def _size(args: Sequence[Any]) -> tuple[int, ...]:

@@ -115,7 +115,6 @@ class LaneChecker:
     def __init__(self, guards: Guards, *, skip: Callable[[Any], bool] = lambda fn: False) -> None:
         self.guards = guards
         self.skip = skip
-        self.lanes = 0  # lanes checked, for the record
         self._launch: _Launch | None = None
         self._through: int | None = None
 
@@ -154,7 +153,6 @@ class LaneChecker:
                 lanes = lanes[np.broadcast_to(keep, lanes.shape)]
         if lanes.size == 0:
             return
-        self.lanes += lanes.size
         size = max(1, ptrs.get_element_ty().primitive_bitwidth // 8)
         lo, hi = int(lanes.min()), int(lanes.max()) + size
         index = getattr(ptrs, "attr", {}).get(_TAG, self._through)
