@@ -195,7 +195,7 @@ BAD_OP_SCENARIOS = [  # (id, a change to SCENARIO, the whole message)
      "ops.yaml: add-one: variants.fixed.expect.bytes: got 4; allowed: byte figures go with oob-write or oob-read, not "
      "clean"),
     ("first-after-last", ("first: 0, last: 11", "first: 12, last: 11"),
-     "ops.yaml: add-one: variants.buggy.expect.first: got 12; allowed: got 12 after last 11"),
+     "ops.yaml: add-one: variants.buggy.expect.first: got 12 after last 11; allowed: first <= last"),
     ("no-variants", ("  variants:\n", "  other:\n"), "ops.yaml: add-one: variants: got nothing; allowed: required"),
     ("expect-at-stray-size", ("      expect: clean\n", "      expect: clean\n      expect_at: {8: clean}\n"),
      "ops.yaml: add-one: variants.fixed.expect_at: got 8; allowed: capture sizes of the scenario (1, 2)"),

@@ -35,10 +35,12 @@ def _planted_kernel(x_ptr, out_ptr, n, FAULT: tl.constexpr, BLOCK: tl.constexpr)
     tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
     if tl.program_id(0) == 0:
         one = tl.arange(0, 1)
+        # fp32, then cast: triton 3.6's interpreter cannot make a bf16 constant (no `get_bf16`), 3.9's can.
+        seven = tl.full((1,), 7.0, tl.float32).to(out_ptr.dtype.element_ty)
         if FAULT == 1:
-            tl.store(out_ptr + n + one, tl.full((1,), 7.0, out_ptr.dtype.element_ty))
+            tl.store(out_ptr + n + one, seven)
         if FAULT == 2:
-            tl.store(out_ptr - 1 + one, tl.full((1,), 7.0, out_ptr.dtype.element_ty))
+            tl.store(out_ptr - 1 + one, seven)
         if FAULT == 3:
             tl.atomic_add(out_ptr + n + one, tl.full((1,), 1e-30, tl.float32))
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -26,7 +26,7 @@ import torch
 
 from graph_harness.core.compare import Comparison, agree, compare, finite
 from graph_harness.core.guard import Buffer, Fill, GuardMode, Guards, UsageError
-from graph_harness.core.lanes import watched
+from graph_harness.core.lanes import lanes_checked, watched
 from graph_harness.core.verdict import Verdict
 
 # A captured op: called with no arguments, reads the static inputs, returns the static output.
@@ -365,6 +365,7 @@ def run_protocol(workloads: Mapping[int, Workload], guards: Guards, backend: Bac
 
     with watched(guards):
         _run(sizes, guards, backend, replays, step_mode)
+    guards.check_free()
     return {s.tokens: s.outcome for s in sizes}
 
 
@@ -416,7 +417,7 @@ def _eager(size: _Size, guards: Guards, backend: Backend, step_mode: bool) -> No
         if backend.warms_up:
             size.load(0)
             guards.arm("dense")
-            with _guarded(guards), guards.running(warmup):
+            with _guarded(guards), guards.running(warmup), _write_sets(guards, step_mode):
                 backend.warmup(size.thunk(step if step_mode else _no_step))
                 guards.check(warmup)
         empties = guards.empties
@@ -428,7 +429,7 @@ def _eager(size: _Size, guards: Guards, backend: Backend, step_mode: bool) -> No
             guards.arm(_FILLS[(r + (not backend.warms_up)) % 2])
             if stepped:
                 warmup = f"eager T={size.tokens} #1"
-            with _guarded(guards), guards.running(f"eager T={size.tokens} #{r + 1}"):
+            with _guarded(guards), guards.running(f"eager T={size.tokens} #{r + 1}"), _write_sets(guards, stepped):
                 stop = backend.timer()
                 result = size.thunk(step if stepped else _no_step)()
                 out.eager_us.append(stop())
@@ -447,6 +448,11 @@ def _eager(size: _Size, guards: Guards, backend: Backend, step_mode: bool) -> No
         cause = _attribute(size, guards, backend)
         if cause is not None and (out.attribution is None or cause.rank < out.attribution.rank):
             out.attribution = cause
+
+
+def _write_sets(guards: Guards, stepped: bool) -> AbstractContextManager[None]:
+    """In step mode, where the lane checker does not run, each launch's write set is taken (`lanes.WriteSet`)."""
+    return guards.watching_writes() if stepped and not lanes_checked(guards.device) else nullcontext()
 
 
 def _poison_differs(size: _Size, guards: Guards, fill: Fill, r: int) -> Verdict | None:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +16,8 @@ from graph_harness.core.capture import Backend, Step, Workload, default_backend,
 from graph_harness.core.expect import Expectation, describe, expectation
 from graph_harness.core.guard import Guards, UsageError, adoption_bytes
 from graph_harness.core.lanes import lanes_checked
+from graph_harness.core.launches import Launch, observing
 from graph_harness.core.results import CaseResult, Param, environment
-from graph_harness.core.triton_env import INTERPRET
 from graph_harness.core.triton_env import device as default_device
 from graph_harness.core.verdict import classify, max_rel_err
 
@@ -36,7 +35,6 @@ Op = Callable[..., torch.Tensor]
 Reference = Callable[..., torch.Tensor]
 ExpectLike = Expectation | str | Callable[[int], Expectation | str]
 
-_GUARD_MODULE = "graph_harness.core.guard"
 DEFAULT_TOLERANCE = 1e-2  # relative L2 error: bf16 keeps 8 bits
 NO_REFERENCE = "no reference: each output was checked for NaN and inf, and each replay against eager"
 
@@ -134,7 +132,7 @@ class _OpWorkload:
         return dict(made)
 
     def run(self, inputs: Mapping[str, torch.Tensor], step: Step) -> torch.Tensor:
-        with _launches_stepped(step, self.device):
+        with observing(_Stepper(step, self.device)):
             out = self.op(dict(inputs), **self.constants)
         if not isinstance(out, torch.Tensor):
             raise UsageError(f"the op returned {type(out).__name__}; allowed: one Tensor, the same static tensor on "
@@ -151,63 +149,26 @@ class _OpWorkload:
         return ref
 
 
-def _kernel_name(kernel: Any) -> str:
-    fn = getattr(kernel, "fn", None)
-    return str(getattr(fn, "__name__", None) or getattr(kernel, "__name__", "triton kernel"))
-
-
-@contextmanager
-def _launches_stepped(step: Step, device: torch.device) -> Iterator[None]:
-    """Call `step(kernel name)` after each Triton launch, so that a violation names the kernel that wrote it.
+class _Stepper:
+    """Calls `step(kernel name)` after each Triton launch, so that a violation names the kernel that wrote it
+    (and `step("host code before K")` before it: a raw memset or a torch op since the last launch).
 
     A compiled kernel cannot run on CPU tensors (its inputs made there, or it was defined before
     TRITON_INTERPRET was set): that is refused with what to do, not reported as a crash of the op.
     """
-    from triton.runtime.jit import JITFunction
 
-    patched: list[tuple[type, Callable[..., Any]]] = []
-    kinds: list[type] = [JITFunction]
-    if INTERPRET:
-        from triton.runtime.interpreter import InterpretedFunction
+    def __init__(self, step: Step, device: torch.device) -> None:
+        self.step, self.device = step, device
 
-        kinds.append(InterpretedFunction)
+    def before(self, launch: Launch) -> None:
+        if self.device.type == "cpu" and launch.compiled:
+            raise UsageError(f"Triton kernel {launch.kernel} is compiled for a GPU, and the check runs on the CPU, "
+                             "where its inputs are: make them on the GPU, or define the kernel under "
+                             "TRITON_INTERPRET=1 (graph_harness sets it when imported first on a machine with no GPU)")
+        self.step(f"host code before {launch.kernel}")
 
-    stepping = False  # a step checks the guards, and on a GPU that is a Triton launch of its own
-
-    def wrap(kind: type, run: Callable[..., Any]) -> Callable[..., Any]:
-        def stepped(self: Any, *args: Any, **kwargs: Any) -> Any:
-            nonlocal stepping
-            if stepping or getattr(getattr(self, "fn", None), "__module__", "") == _GUARD_MODULE:
-                return run(self, *args, **kwargs)  # the harness's own arm and check kernels, on a GPU
-            name = _kernel_name(self)
-            if device.type == "cpu" and kind is JITFunction:
-                raise UsageError(f"Triton kernel {name} is compiled for a GPU, and the check runs on the CPU, where "
-                                 "its inputs are: make them on the GPU, or define the kernel under TRITON_INTERPRET=1 "
-                                 "(graph_harness sets it when imported first on a machine with no GPU)")
-            if kwargs.get("warmup"):
-                return run(self, *args, **kwargs)
-            stepping = True
-            try:
-                step(f"host code before {name}")  # a raw memset or a torch op since the last launch, not this kernel
-                stepping = False
-                result = run(self, *args, **kwargs)
-                stepping = True
-                step(name)
-            finally:
-                stepping = False
-            return result
-
-        return stepped
-
-    for kind in kinds:
-        run = kind.run  # type: ignore[attr-defined]
-        patched.append((kind, run))
-        kind.run = wrap(kind, run)  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        for kind, run in patched:
-            kind.run = run  # type: ignore[attr-defined]
+    def after(self, launch: Launch) -> None:
+        self.step(launch.kernel)
 
 
 def _where_inputs_live(inputs: Inputs, size: int, seed: int) -> torch.device:

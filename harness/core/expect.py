@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
-from graph_harness.core.guard import Side, Violation
+from graph_harness.core.guard import UNHELD, Side, Violation
 from graph_harness.core.verdict import Verdict
 
 if TYPE_CHECKING:
@@ -104,6 +104,9 @@ def describe(v: Violation) -> str:
 
     A guard finding that reached the guard's far end says "at least"; a lane checker finding names the kernel
     and its argument, and a view that is part of its buffer by its byte range: `ws[4,096:5,120]`."""
+    if v.buffer == UNHELD:
+        return (f"{UNHELD}: {v.bytes:,} B changed where no buffer was, slab bytes {v.first_offset:,} to "
+                f"{v.last_offset + 1:,} (past every guard; found after every run)")
     edge = "past its end" if v.side == "overflow" else "before its start"
     name = v.buffer if v.at is None else f"{v.buffer}[{v.at:,}:{v.at + v.buffer_bytes:,}]"
     extent = f"at least {v.extent:,}" if v.at_least else f"{v.extent:,}"

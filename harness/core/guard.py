@@ -57,6 +57,10 @@ _RATIO = 16  # the founding overrun is 16x (aiter #2508): a guard of 16x the buf
 # times its size. Every guard is read by every check, so this keeps a layer's weights from doubling its cost.
 _BOUNDED_MAX = 4 * MIB
 _ALIGN = 256  # buffer starts, as the caching allocator aligns them (Triton vectorises on 16)
+# Of the slab past the last arena, what the per-launch write set watches: a store past every guard lands here.
+_TAIL_WATCH = 16 * MIB
+_FREE_WORD = WORDS["nan"]  # what slab bytes no buffer holds are filled with
+_FREE_CHUNK = 1 << 28  # words compared at once by `check_free`: a 1 GiB bool at most
 
 
 
@@ -89,6 +93,7 @@ def _round_up(n: int, to: int) -> int:
 
 
 Access = Literal["write", "read"]
+UNHELD = "(slab)"  # the buffer a violation names for slab bytes that no buffer held (see Guards.check_free)
 
 
 @dataclass(frozen=True)
@@ -259,6 +264,36 @@ def _check_kernel(words_ptr, bytes_ptr, lo_ptr, hi_ptr, word, flag_ptr,  # type:
         tl.atomic_add(flag_ptr, changed)
 
 
+@triton.jit  # type: ignore[untyped-decorator]
+def _snap_kernel(words_ptr, snap_ptr, lo_ptr, hi_ptr, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]
+    """Copy block [lo, hi) of words to the snapshot, block i at word i * BLOCK."""
+    pid = tl.program_id(0)
+    lo = tl.load(lo_ptr + pid)
+    hi = tl.load(hi_ptr + pid)
+    i = tl.arange(0, BLOCK)
+    keep = lo + i < hi
+    tl.store(snap_ptr + pid.to(tl.int64) * BLOCK + i, tl.load(words_ptr + lo + i, mask=keep), mask=keep)
+
+
+@triton.jit  # type: ignore[untyped-decorator]
+def _diff_kernel(words_ptr, snap_ptr, lo_ptr, hi_ptr, skip_lo_ptr, skip_hi_ptr, n_skip,  # type: ignore[no-untyped-def]
+                 counts_ptr, BLOCK: tl.constexpr):
+    """Count, per block, the words that differ from the snapshot outside the word ranges [skip_lo, skip_hi)."""
+    pid = tl.program_id(0)
+    lo = tl.load(lo_ptr + pid)
+    hi = tl.load(hi_ptr + pid)
+    i = tl.arange(0, BLOCK)
+    offs = lo + i
+    keep = offs < hi
+    now = tl.load(words_ptr + offs, mask=keep, other=0)
+    was = tl.load(snap_ptr + pid.to(tl.int64) * BLOCK + i, mask=keep, other=0)
+    diff = (now != was) & keep
+    for s in range(0, n_skip):
+        inside = (offs >= tl.load(skip_lo_ptr + s)) & (offs < tl.load(skip_hi_ptr + s))
+        diff = diff & ~inside
+    tl.store(counts_ptr + pid, tl.sum(diff.to(tl.int32), axis=0))
+
+
 def _blocks(ranges: Sequence[tuple[int, int, int]], device: torch.device) -> tuple[torch.Tensor, ...]:
     """(lo, hi, value) word offsets of every BLOCK-sized piece of the (lo, hi, value) ranges, on
     `device`. Built with tensor ops: a DeepSeek-V3 EP slab at T=512 holds gigabytes of guards, and a
@@ -423,6 +458,14 @@ class Guards:
         self._unguarded: dict[tuple[int | None, str, str], int] = {}  # (tag, kernel, param) -> bytes of its view
         self._outside: list[tuple[int, int]] = []  # address ranges of inputs and constants left unguarded (limits)
         self.phase = ""  # the run in progress (see `running`)
+        self.watching = False  # the per-launch write set is taken (see watching_writes)
+        self._snap: torch.Tensor | None = None  # the watched bytes before the launch in progress
+        self._taken = False  # `_snap` holds the bytes of the launch in progress
+        # Slab bytes no buffer holds (past the last arena, and arenas given back) hold `_FREE_WORD` where the
+        # lane checker does not run: `check_free` finds what a write past every guard changed there.
+        self._free_filled = False
+        self._free_seen: list[np.ndarray] = []  # addresses there that a launch's write set already named
+        self._loose: np.ndarray | None = None  # addresses there found changed by `check_free`
         self._label: str | None = None
         self._name: str | None = None
         self._tag: int | None = None
@@ -451,6 +494,9 @@ class Guards:
                 raise GuardBudgetError(f"a guard slab of {self.budget:,} B does not fit in device memory") from err
             self.budget += self.constants  # `constants` stays what is left of that room, for `adopt` alone
             self._flag = torch.zeros(1, dtype=torch.int32, device=self.device)
+            if not _lanes_checked(self.device):
+                self._fill_free([(0, self._slab.numel())])
+                self._free_filled = True
 
     def _allocate_slab(self, nbytes: int) -> torch.Tensor:
         own_segment = torch.cuda.use_mem_pool(self._pool, self.device) if self._pool is not None else nullcontext()
@@ -606,6 +652,8 @@ class Guards:
             for buf in kept:
                 buf.persistent, buf.poison = True, None
             self._used = max([used, *(b.start + b.nbytes + b.right for b in kept)])
+            if self._free_filled:
+                self._fill_free([(b.start - b.left, b.start + b.nbytes + b.right) for b in carved if b not in kept])
             self.buffers[count:] = kept
             self._layout = None
 
@@ -796,6 +844,134 @@ class Guards:
         return tuple(f"{kernel}({param}): {nbytes:,} B" for (t, kernel, param), nbytes in self._unguarded.items()
                      if tag is None or t in (None, tag))
 
+    # -- the per-launch write set (step mode, where the lane checker does not run) ------------------------
+
+    @contextmanager
+    def watching_writes(self) -> Iterator[None]:
+        """Take every Triton launch's write set inside the block (`snapshot` before, `changed` after); the
+        snapshot's memory is given back after it."""
+        try:
+            with self._setting("watching", True):
+                yield
+        finally:
+            self._snap, self._taken = None, False
+
+    def _watched_words(self) -> list[tuple[int, int, int]]:
+        """(lo, hi, 0) word ranges the write set watches: every buffer's body, and the slab past the last arena.
+        Guard bytes are the guards' to check: they hold a known fill, and need no snapshot."""
+        out = [(b.start // 4, _round_up(b.start + b.nbytes, 4) // 4, 0) for b in self.buffers]
+        end = min(self.slab.numel(), self._used + _TAIL_WATCH) // 4
+        if end > self._used // 4:
+            out.append((self._used // 4, end, 0))
+        return out
+
+    def snapshot(self) -> bool:
+        """Keep the watched bytes as they are now (before a launch); False, with a limit, where they do not fit."""
+        layout = self.layout
+        if self.device.type != "cuda":
+            mask = layout.cached("watched", lambda: _byte_mask(self._watched_words(), self._used))
+            self._snap, self._taken = self.slab[: mask.size].clone(), True
+            return True
+        lo, hi, _ = layout.blocks("watched", self._watched_words)
+        need = lo.numel() * _BLOCK_WORDS
+        if self._snap is None or self._snap.numel() < need:
+            self._snap = None
+            try:
+                self._snap = torch.empty(need + need // 4, dtype=torch.int32, device=self.device)
+            except torch.OutOfMemoryError:
+                self._limits.append((self._tag, f"the per-launch write set was not taken: a snapshot of "
+                                                f"{4 * need:,} B of buffers did not fit in device memory"))
+                return False
+        if lo.numel():
+            _snap_kernel[(lo.numel(),)](self.slab.view(torch.int32), self._snap, lo, hi, BLOCK=_BLOCK_WORDS)
+        self._taken = True
+        return True
+
+    def changed(self, skip: Sequence[tuple[int, int]]) -> np.ndarray:
+        """Byte addresses of watched bytes that differ from the last `snapshot`, outside the address ranges
+        `skip` (the launch's arguments), sorted; one host sync when nothing changed."""
+        snap, taken, self._taken = self._snap, self._taken, False
+        if snap is None or not taken:
+            return np.empty(0, np.int64)
+        base = self.slab.data_ptr()
+        if self.device.type != "cuda":
+            mask = self.layout.cached("watched", lambda: _byte_mask(self._watched_words(), self._used))
+            now = self.slab[: mask.size].numpy()
+            changed = np.flatnonzero((now != snap.numpy()) & mask).astype(np.int64) + base
+        else:
+            lo, hi, _ = self.layout.blocks("watched", self._watched_words)
+            if not lo.numel():
+                return np.empty(0, np.int64)
+            words = [(-(-(a - base) // 4), (b - base) // 4) for a, b in skip if b - a >= 4]
+            table = torch.tensor(words or [(0, 0)], dtype=torch.int64).to(self.device)
+            counts = torch.empty(lo.numel(), dtype=torch.int32, device=self.device)
+            _diff_kernel[(lo.numel(),)](self.slab.view(torch.int32), snap, lo, hi, table[:, 0].contiguous(),
+                                        table[:, 1].contiguous(), len(words), counts, BLOCK=_BLOCK_WORDS)
+            blocks = torch.nonzero(counts).flatten().tolist()  # the one sync
+            if not blocks:
+                return np.empty(0, np.int64)
+            found = []
+            old = snap.view(torch.uint8)
+            for block, a, b in zip(blocks, lo[blocks].tolist(), hi[blocks].tolist(), strict=True):
+                at = block * _BLOCK_WORDS * 4
+                diff = torch.nonzero(self.slab[4 * a: 4 * b] != old[at: at + 4 * (b - a)]).flatten()
+                found.append(diff.cpu().numpy().astype(np.int64) + base + 4 * a)
+            changed = np.concatenate(found)
+        for a, b in skip:
+            changed = changed[(changed < a) | (changed >= b)]
+        if self._free_filled and changed.size:
+            self._free_seen.append(changed[~self._in_arena(changed)])
+        return changed
+
+    # -- slab bytes no buffer holds -----------------------------------------------------------------------
+
+    def _fill_free(self, ranges: Sequence[tuple[int, int]]) -> None:
+        words = self.slab.view(torch.int32)
+        for lo, hi in ranges:
+            words[lo // 4: hi // 4].fill_(_signed(_FREE_WORD, 32))
+
+    def _in_arena(self, addresses: np.ndarray) -> np.ndarray:
+        """Which of these byte addresses lie in some buffer's arena (guards included)."""
+        inside = np.zeros(addresses.shape, dtype=bool)
+        base = self.slab.data_ptr()
+        for b in self.buffers:
+            inside |= (addresses >= base + b.start - b.left) & (addresses < base + b.start + b.nbytes + b.right)
+        return inside
+
+    def check_free(self) -> None:
+        """Find the bytes no buffer holds that something changed since they were filled: a write past every
+        guard (or into an arena given back), which no guard and no write set saw. Once, when the protocol ends;
+        such bytes are every size's violation, since nothing says which run wrote them."""
+        if not self._free_filled:
+            return
+        words = self.slab.view(torch.int32)
+        arenas = sorted((b.start - b.left, b.start + b.nbytes + b.right) for b in self.buffers)
+        free, reached = [], 0
+        for lo, hi in arenas:
+            if lo > reached:
+                free.append((reached // 4, lo // 4))
+            reached = max(reached, hi)
+        free.append((reached // 4, words.numel()))
+        chunks = [(a, min(a + _FREE_CHUNK, hi)) for lo, hi in free for a in range(lo, hi, _FREE_CHUNK)]
+        fill = _signed(_FREE_WORD, 32)
+        dirty = [bool(c) for c in torch.stack([(words[a:b] != fill).any() for a, b in chunks]).tolist()] \
+            if chunks else []
+        found = []
+        pattern = self._pattern(_FREE_WORD)
+        for (a, b), hit in zip(chunks, dirty, strict=True):
+            if hit:
+                index = torch.nonzero(words[a:b] != fill).flatten() + a
+                at = (4 * index[:, None] + torch.arange(4, device=self.device)).flatten()
+                bad = self.slab.view(torch.uint8)[at] != pattern.repeat(index.numel())
+                found.append(at[bad].cpu().numpy().astype(np.int64))
+        if not found:
+            return
+        addresses = np.concatenate(found) + self.slab.data_ptr()
+        if self._free_seen:
+            addresses = addresses[~np.isin(addresses, np.concatenate(self._free_seen))]
+        if addresses.size:
+            self._loose = np.unique(addresses if self._loose is None else np.concatenate([self._loose, addresses]))
+
     @contextmanager
     def running(self, phase: str) -> Iterator[None]:
         """Name the run in progress, for what the lane checker finds during it."""
@@ -822,8 +998,27 @@ class Guards:
         found = [f for f in self._findings.values() if tag is None or f.buffer.tag in (None, tag)]
         guarded = [g for g in (_guarded(f, explained.get((f.buffer.name, f.buffer.site), [])) for f in found)
                    if g is not None]
-        out = exact + _merge_neighbours(guarded)
+        out = exact + _merge_neighbours(guarded) + self._loose_violation()
         return tuple(sorted(out, key=lambda v: (-v.extent, v.buffer, v.side, v.access)))
+
+    def _loose_violation(self) -> list[Violation]:
+        if self._loose is None:
+            return []
+        offsets = self._loose - self.slab.data_ptr()
+        lo, hi = int(offsets[0]), int(offsets[-1])
+        site = (f"slab bytes {lo:,} to {hi + 1:,}, which no buffer held (past every arena, or in one given back): "
+                "found when the protocol ended, by no run in particular")
+        return [Violation(UNHELD, site, "overflow", lo, hi, int(offsets.size), None, 0, None,
+                          ("after every run",))]
+
+
+def _byte_mask(words: Sequence[tuple[int, int, int]], used: int) -> np.ndarray:
+    """A byte mask over the slab's start through the last watched word: True where a range of words covers it."""
+    end = max([used // 4, *(hi for _, hi, _ in words)])
+    mask = np.zeros(4 * end, dtype=bool)
+    for lo, hi, _ in words:
+        mask[4 * lo: 4 * hi] = True
+    return mask
 
 
 def _exact(stray: _Stray) -> list[Violation]:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from graph_harness.core.guard import Access, Guards
+from graph_harness.core.launches import Launch, kernel_name, observing, own
 
 _TAG = "graph_harness.arg"
 # Builder calls whose pointer result is made from a pointer operand: the result keeps the operand's argument.
@@ -52,7 +53,7 @@ class LaunchArg:
     row_bytes: int | None  # row stride of a 2-D view
 
 
-def _tensor(value: Any) -> torch.Tensor | None:
+def tensor_of(value: Any) -> torch.Tensor | None:
     """The torch tensor behind a kernel argument: itself, or the base of triton's reinterpreting wrapper."""
     if isinstance(value, torch.Tensor):
         return value
@@ -81,9 +82,9 @@ def tensor_args(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
         if isinstance(value, tuple):
             for i, item in enumerate(value):
                 walk(f"{name}[{i}]", item)
-        elif _tensor(value) is not None:
+        elif tensor_of(value) is not None:
             out.append((name, value))
-        elif _tensor(getattr(value, "base", None)) is not None:  # a tensor descriptor
+        elif tensor_of(getattr(value, "base", None)) is not None:  # a tensor descriptor
             out.append((name, value.base))
 
     for name, value in bound.items():
@@ -92,7 +93,7 @@ def tensor_args(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
 
 
 def launch_arg(param: str, value: Any) -> LaunchArg:
-    tensor = _tensor(value)
+    tensor = tensor_of(value)
     assert tensor is not None
     lo, hi = view_range(tensor)
     row_bytes = tensor.stride(0) * tensor.element_size() if tensor.dim() == 2 else None
@@ -125,13 +126,13 @@ class LaneChecker:
             self._launch = None
             return
         pairs = tensor_args(fn, tuple(args_hst), kwargs_hst)
-        name = getattr(fn, "__name__", "triton kernel")
+        name = kernel_name(fn)
         launch = _Launch(name, [], {})
         for param, value in pairs:
             launch.by_id[id(value)] = len(launch.args)
             launch.args.append(launch_arg(param, value))
         self._launch = launch
-        self.guards.record_launch(name, [(param, _tensor(value)) for param, value in pairs])  # type: ignore[misc]
+        self.guards.record_launch(name, [(param, tensor_of(value)) for param, value in pairs])  # type: ignore[misc]
 
     def _tag(self, value: Any, converted: Any) -> Any:
         launch = self._launch
@@ -181,12 +182,8 @@ class LaneChecker:
         bad = lanes[~inside]
         if not bad.size or not launch.args:
             return
-        lo = np.array([a.lo for a in launch.args], dtype=np.int64)
-        hi = np.array([a.hi for a in launch.args], dtype=np.int64)
-        distance = np.maximum(lo[None, :] - bad[:, None], bad[:, None] + size - hi[None, :]).clip(min=0)
-        nearest = distance.argmin(axis=1)
-        for index in np.unique(nearest):
-            self._stray(launch, launch.args[int(index)], bad[nearest == index], size, access)
+        for arg, stray in nearest(launch.args, bad, size):
+            self._stray(launch, arg, stray, size, access)
 
     # -- installing -------------------------------------------------------------------------------------
 
@@ -288,33 +285,57 @@ def lanes_checked(device: torch.device) -> bool:
     return device.type == "cpu" and INTERPRET and os.environ.get("GRAPH_HARNESS_LANES", "1") != "0"
 
 
-def _own(fn: Any) -> bool:
-    """The harness's own kernels (arming and checking the guards): never the op's launches."""
-    return str(getattr(fn, "__module__", "")).startswith("graph_harness.core.")
+class WriteSet:
+    """Where the lanes are not checked (a GPU): notes each launch's arguments that lie outside guarded memory
+    (`Guards.record_launch`), and in step mode (`Guards.watching_writes`) takes the launch's write set.
+
+    The write set is the bytes of every buffer in the slab, and of the slab past the last arena, that the
+    launch changed outside the views of the tensors it was given: each is the launch's violation, through
+    the argument whose view lies nearest (a GPU does not say which pointer made a store), with the buffers
+    whose bytes changed in `hits`. A store that writes the value already there changes nothing and is not
+    seen; the guards check their own bytes.
+    """
+
+    def __init__(self, guards: Guards) -> None:
+        self.guards = guards
+
+    def before(self, launch: Launch) -> None:
+        self.guards.record_launch(launch.kernel, launch.args)
+        if self.guards.watching:
+            self.guards.snapshot()
+
+    def after(self, launch: Launch) -> None:
+        if not self.guards.watching:
+            return
+        args = [launch_arg(param, tensor) for param, tensor in launch.args]
+        changed = self.guards.changed([(a.lo, a.hi) for a in args])
+        if changed.size:
+            for arg, addresses in nearest(args, changed, 1):
+                self.guards.record_stray(launch.kernel, arg, "write", addresses)
+
+
+def nearest(args: list[LaunchArg], addresses: np.ndarray, size: int) -> Iterator[tuple[LaunchArg, np.ndarray]]:
+    """Accesses of `size` bytes at `addresses` (outside every view) grouped by the argument whose view is nearest;
+    with no tensor argument at all, under an empty view at the first of them."""
+    if not args:
+        yield LaunchArg("(no tensor argument)", int(addresses[0]), int(addresses[0]), None), addresses
+        return
+    lo = np.array([a.lo for a in args], dtype=np.int64)
+    hi = np.array([a.hi for a in args], dtype=np.int64)
+    distance = np.maximum(lo[None, :] - addresses[:, None], addresses[:, None] + size - hi[None, :]).clip(min=0)
+    which = distance.argmin(axis=1)
+    for index in np.unique(which):
+        yield args[int(index)], addresses[which == index]
 
 
 @contextmanager
 def watched(guards: Guards) -> Iterator[None]:
     """Every launch of the op is seen for the duration of a block: under the interpreter (a CPU slab) each
-    access is checked lane by lane; a compiled launch has its tensor arguments noted (`Guards.record_launch`),
-    so that memory the harness did not guard is never passed over in silence."""
+    access is checked lane by lane; elsewhere each launch's arguments are noted, so that memory the harness
+    did not guard is never passed over in silence, and in step mode its write set is taken (`WriteSet`)."""
     if lanes_checked(guards.device):
-        with LaneChecker(guards, skip=_own).installed():
+        with LaneChecker(guards, skip=own).installed():
             yield
         return
-    from triton.runtime.jit import JITFunction
-
-    run = JITFunction.run
-
-    def noted(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not kwargs.get("warmup") and not _own(self.fn):
-            pairs = tensor_args(self.fn, args, kwargs)
-            guards.record_launch(getattr(self.fn, "__name__", "triton kernel"),
-                                 [(param, _tensor(value)) for param, value in pairs])  # type: ignore[misc]
-        return run(self, *args, **kwargs)
-
-    JITFunction.run = noted
-    try:
+    with observing(WriteSet(guards)):
         yield
-    finally:
-        JITFunction.run = run

@@ -66,6 +66,8 @@ class ExpectSpec(Frozen):
     bytes: Count | None = None
     extent: Count | None = None
     match: Annotated[str, StringConstraints(min_length=1)] | None = None
+    arg: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] | None = None  # the kernel's parameter
+    also: tuple[ExpectSpec, ...] = ()  # further violations the case must show as well (`gh.expect.all_of`)
 
     @model_validator(mode="after")
     def _as_matcher(self) -> ExpectSpec:
@@ -74,12 +76,16 @@ class ExpectSpec(Frozen):
             self.matcher()
         except ValueError as err:
             field, _, why = str(err).partition(": ")
+            got, _, allowed = why.removeprefix("got ").partition("; allowed: ")
+            if allowed:  # "also: got clean; allowed: oob-write and oob-read expectations"
+                raise rule(allowed, field, got) from None
             raise rule(why, field, str(getattr(self, field, ""))) from None
         return self
 
     def matcher(self) -> Expectation:
         """The core expectation this entry states."""
-        return Expectation(**self.model_dump())
+        stated = {k: getattr(self, k) for k in type(self).model_fields if k != "also"}
+        return Expectation(**stated, also=tuple(a.matcher() for a in self.also))
 
 
 # A verdict alone, or a mapping (the file schema says both: graph_harness.suite.files.scenario_file_schema).
