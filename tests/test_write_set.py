@@ -198,6 +198,32 @@ def test_a_memset_through_one_guard_into_the_next_names_the_buffer_it_left_from(
     assert (v.hits, v.at_least, v.op) == (("b",), False, "host code before _scale")
 
 
+def test_a_constant_written_in_place_by_a_launch_given_it_is_clean_and_by_one_not_given_it_is_found(
+        device: torch.device) -> None:
+    """A constant (a layer's weight) is compared against the tensor it was copied from, not snapshotted: a
+    launch it was given may write it, and its new bytes become the reference; any other launch may not."""
+    def op(inputs: dict[str, torch.Tensor], w: torch.Tensor, stray: bool) -> torch.Tensor:
+        x = inputs["x"].flatten()
+        _scaled(x, w)  # w = 2x, in place: w was given
+        out = torch.empty_like(x)
+        at = (w.data_ptr() - out.data_ptr()) // 4 - x.numel() + 5 if stray else 0  # w[5], from out's end
+        _scaled(w if not stray else x, out, at=at)  # the stray launch is given x and out, not w
+        return out.reshape(inputs["x"].shape)
+
+    def reference(inputs: dict[str, torch.Tensor], w: torch.Tensor, stray: bool) -> torch.Tensor:
+        return _twice(inputs) * (1 if stray else 2)
+
+    w = torch.full((T * N,), 0.1, device=device)
+    (clean,) = gh.check(op, _inputs(device), [T], reference=reference, constants={"w": w, "stray": False},
+                        device=device, guard_budget=BUDGET)
+    assert (clean.verdict, clean.violations) == (gh.Verdict.CLEAN, ()), clean.reason
+    (found,) = gh.check(op, _inputs(device), [T], reference=reference, constants={"w": w, "stray": True},
+                        device=device, guard_budget=BUDGET, expect=gh.expect.oob_write(bytes=4))
+    assert found.passed, found.reason
+    (v,) = found.violations  # through the argument whose view lies nearest: a GPU does not say which pointer
+    assert (v.op, v.bytes, v.hits) == ("_scale", 4, ("constant.w",))
+
+
 # Ordinary code raises nothing --------------------------------------------------------------------------
 
 _CACHE: dict[str, torch.Tensor] = {}

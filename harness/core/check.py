@@ -216,7 +216,7 @@ def check(op: Op, inputs: Inputs, sizes: Sequence[int] = (1,), *, reference: Ref
     tensors = [v for v in (constants or {}).values() if isinstance(v, torch.Tensor)]
     guards = Guards(dev, guard_budget or default_budget(dev), constants=adoption_bytes(tensors))
     guards.reserve()
-    guarded = {k: guards.adopt(v, f"constant.{k}") if isinstance(v, torch.Tensor) else v
+    guarded = {k: guards.adopt(v, f"constant.{k}", constant=True) if isinstance(v, torch.Tensor) else v
                for k, v in (constants or {}).items()}
     workloads: dict[int, Workload] = {
         t: _OpWorkload(op, inputs, t, reference, guarded, tolerance, dev) for t in sizes}

@@ -153,6 +153,9 @@ class Buffer:
     # What a tensor made for the op holds on to (see Guards.owned): dead once nothing points at the buffer.
     holder: weakref.ref[Any] | None = None
     persistent: bool = False  # still pointed at when its scope ended: the op cached it
+    # A constant's bytes as they should be (the tensor it was copied from, as uint8): the write set compares its
+    # body against them after each launch instead of snapshotting a layer's weights before every one.
+    source: torch.Tensor | None = None
 
     def alive(self) -> bool:
         return self.holder is not None and self.holder() is not None
@@ -276,9 +279,10 @@ def _snap_kernel(words_ptr, snap_ptr, lo_ptr, hi_ptr, BLOCK: tl.constexpr):  # t
 
 
 @triton.jit  # type: ignore[untyped-decorator]
-def _diff_kernel(words_ptr, snap_ptr, lo_ptr, hi_ptr, skip_lo_ptr, skip_hi_ptr, n_skip,  # type: ignore[no-untyped-def]
-                 counts_ptr, BLOCK: tl.constexpr):
-    """Count, per block, the words that differ from the snapshot outside the word ranges [skip_lo, skip_hi)."""
+def _diff_kernel(words_ptr, ref_ptr, lo_ptr, hi_ptr, at_ptr, skip_lo_ptr, skip_hi_ptr, n_skip,  # type: ignore[no-untyped-def]
+                 counts_ptr, totals_ptr, BLOCK: tl.constexpr):
+    """Count, per block [lo, hi) of words, those that differ from the reference (its words from `at`): outside
+    the word ranges [skip_lo, skip_hi) into `counts`, and all of them into `totals`."""
     pid = tl.program_id(0)
     lo = tl.load(lo_ptr + pid)
     hi = tl.load(hi_ptr + pid)
@@ -286,8 +290,9 @@ def _diff_kernel(words_ptr, snap_ptr, lo_ptr, hi_ptr, skip_lo_ptr, skip_hi_ptr, 
     offs = lo + i
     keep = offs < hi
     now = tl.load(words_ptr + offs, mask=keep, other=0)
-    was = tl.load(snap_ptr + pid.to(tl.int64) * BLOCK + i, mask=keep, other=0)
+    was = tl.load(ref_ptr + tl.load(at_ptr + pid) + i, mask=keep, other=0)
     diff = (now != was) & keep
+    tl.store(totals_ptr + pid, tl.sum(diff.to(tl.int32), axis=0))
     for s in range(0, n_skip):
         inside = (offs >= tl.load(skip_lo_ptr + s)) & (offs < tl.load(skip_hi_ptr + s))
         diff = diff & ~inside
@@ -568,9 +573,10 @@ class Guards:
         """The buffer's bytes as a flat tensor of `dtype`."""
         return self.slab[buf.start: buf.start + buf.nbytes].view(dtype)
 
-    def adopt(self, tensor: torch.Tensor, name: str) -> torch.Tensor:
+    def adopt(self, tensor: torch.Tensor, name: str, *, constant: bool = False) -> torch.Tensor:
         """A guarded copy of a tensor made outside the op (an input, a weight): its whole allocation is copied
         into an arena with a bounded guard, and the same view of it returned, so strides and offset stay.
+        A `constant` (never re-loaded between runs, unlike an input) keeps the tensor as its reference bytes.
 
         The guards sit at the allocation's edges. When the tensor covers only part of its allocation, an
         overrun of the view that stays inside the allocation is not seen, and `limits` says so.
@@ -606,6 +612,8 @@ class Guards:
                                             "the view that stays inside the allocation is not seen"))
         whole = torch.empty(0, dtype=torch.uint8, device=tensor.device).set_(storage, 0, (nbytes,), (1,))
         self.view(buf, torch.uint8).copy_(whole)
+        if constant and nbytes % 4 == 0 and whole.data_ptr() % 4 == 0:
+            buf.source = whole
         flat = self.slab[buf.start: buf.start + _round_up(nbytes, itemsize)].view(tensor.dtype)
         # as_strided counts its offset in the slab's storage, not from `flat`'s start.
         return flat.as_strided(tensor.shape, tensor.stride(), flat.storage_offset() + tensor.storage_offset())
@@ -859,7 +867,7 @@ class Guards:
     def _watched_words(self) -> list[tuple[int, int, int]]:
         """(lo, hi, 0) word ranges the write set watches: every buffer's body, and the slab past the last arena.
         Guard bytes are the guards' to check: they hold a known fill, and need no snapshot."""
-        out = [(b.start // 4, _round_up(b.start + b.nbytes, 4) // 4, 0) for b in self.buffers]
+        out = [(b.start // 4, _round_up(b.start + b.nbytes, 4) // 4, 0) for b in self.buffers if b.source is None]
         end = min(self.slab.numel(), self._used + _TAIL_WATCH) // 4
         if end > self._used // 4:
             out.append((self._used // 4, end, 0))
@@ -888,40 +896,77 @@ class Guards:
         return True
 
     def changed(self, skip: Sequence[tuple[int, int]]) -> np.ndarray:
-        """Byte addresses of watched bytes that differ from the last `snapshot`, outside the address ranges
-        `skip` (the launch's arguments), sorted; one host sync when nothing changed."""
+        """Byte addresses of watched bytes that differ from the last `snapshot` (a constant's: from its source),
+        outside the address ranges `skip` (the launch's arguments), sorted; one host sync when nothing changed.
+        A constant the launch was given and wrote keeps its new bytes as its reference."""
         snap, taken, self._taken = self._snap, self._taken, False
         if snap is None or not taken:
             return np.empty(0, np.int64)
         base = self.slab.data_ptr()
+        sources = [b for b in self.buffers if b.source is not None]
         if self.device.type != "cuda":
-            mask = self.layout.cached("watched", lambda: _byte_mask(self._watched_words(), self._used))
-            now = self.slab[: mask.size].numpy()
-            changed = np.flatnonzero((now != snap.numpy()) & mask).astype(np.int64) + base
+            changed = self._changed_on_host(snap, sources, skip, base)
         else:
-            lo, hi, _ = self.layout.blocks("watched", self._watched_words)
-            if not lo.numel():
-                return np.empty(0, np.int64)
-            words = [(-(-(a - base) // 4), (b - base) // 4) for a, b in skip if b - a >= 4]
-            table = torch.tensor(words or [(0, 0)], dtype=torch.int64).to(self.device)
-            counts = torch.empty(lo.numel(), dtype=torch.int32, device=self.device)
-            _diff_kernel[(lo.numel(),)](self.slab.view(torch.int32), snap, lo, hi, table[:, 0].contiguous(),
-                                        table[:, 1].contiguous(), len(words), counts, BLOCK=_BLOCK_WORDS)
-            blocks = torch.nonzero(counts).flatten().tolist()  # the one sync
-            if not blocks:
-                return np.empty(0, np.int64)
-            found = []
-            old = snap.view(torch.uint8)
-            for block, a, b in zip(blocks, lo[blocks].tolist(), hi[blocks].tolist(), strict=True):
-                at = block * _BLOCK_WORDS * 4
-                diff = torch.nonzero(self.slab[4 * a: 4 * b] != old[at: at + 4 * (b - a)]).flatten()
-                found.append(diff.cpu().numpy().astype(np.int64) + base + 4 * a)
-            changed = np.concatenate(found)
+            changed = self._changed_on_device(snap, sources, skip, base)
         for a, b in skip:
             changed = changed[(changed < a) | (changed >= b)]
         if self._free_filled and changed.size:
             self._free_seen.append(changed[~self._in_arena(changed)])
         return changed
+
+    def _changed_on_host(self, snap: torch.Tensor, sources: list[Buffer], skip: Sequence[tuple[int, int]],
+                         base: int) -> np.ndarray:
+        mask = self.layout.cached("watched", lambda: _byte_mask(self._watched_words(), self._used))
+        slab = self.slab.numpy()
+        found = [np.flatnonzero((slab[: mask.size] != snap.numpy()) & mask).astype(np.int64) + base]
+        for buf in sources:
+            assert buf.source is not None
+            diff = np.flatnonzero(slab[buf.start: buf.start + buf.nbytes] != buf.source.numpy())
+            if diff.size:
+                found.append(diff.astype(np.int64) + base + buf.start)
+                if _overlaps(buf, base, skip):
+                    buf.source = self.slab[buf.start: buf.start + buf.nbytes].clone()
+        return np.concatenate(found)
+
+    def _changed_on_device(self, snap: torch.Tensor, sources: list[Buffer], skip: Sequence[tuple[int, int]],
+                           base: int) -> np.ndarray:
+        words = [(-(-(a - base) // 4), (b - base) // 4) for a, b in skip if b - a >= 4]
+        table = torch.tensor(words or [(0, 0)], dtype=torch.int64).to(self.device)
+        skip_lo, skip_hi = table[:, 0].contiguous(), table[:, 1].contiguous()
+        # (reference words, block table) of the snapshot and of each constant
+        refs: list[tuple[torch.Tensor, tuple[torch.Tensor, ...], Buffer | None]] = []
+        lo, hi, _ = self.layout.blocks("watched", self._watched_words)
+        if lo.numel():
+            at = self.layout.cached("watched.at", lambda: torch.arange(lo.numel(), device=self.device) * _BLOCK_WORDS)
+            refs.append((snap, (lo, hi, at), None))
+        for i, buf in enumerate(sources):
+            assert buf.source is not None
+            first = buf.start // 4
+            body = [(first, (buf.start + buf.nbytes) // 4, 0)]
+            blo, bhi, _ = self.layout.blocks(f"source.{i}", lambda body=body: body)  # type: ignore[misc]
+            refs.append((buf.source.view(torch.int32), (blo, bhi, blo - first), buf))
+        counts, totals = [], []
+        for ref, (blo, bhi, at), _ in refs:
+            c = torch.empty(blo.numel(), dtype=torch.int32, device=self.device)
+            t = torch.empty_like(c)
+            _diff_kernel[(blo.numel(),)](self.slab.view(torch.int32), ref, blo, bhi, at, skip_lo, skip_hi,
+                                         len(words), c, t, BLOCK=_BLOCK_WORDS)
+            counts.append(c)
+            totals.append(t)
+        if not refs:
+            return np.empty(0, np.int64)
+        sums = torch.stack([torch.stack([c.sum(), t.sum()]) for c, t in zip(counts, totals, strict=True)]).tolist()
+        found = [np.empty(0, np.int64)]
+        for (ref, (blo, bhi, at), buf), c, (outside, total) in zip(refs, counts, sums, strict=True):
+            if outside:
+                old = ref.view(torch.uint8)
+                blocks = torch.nonzero(c).flatten()
+                for a, b, w in zip(blo[blocks].tolist(), bhi[blocks].tolist(), at[blocks].tolist(), strict=True):
+                    diff = torch.nonzero(self.slab[4 * a: 4 * b] != old[4 * w: 4 * w + 4 * (b - a)]).flatten()
+                    found.append(diff.cpu().numpy().astype(np.int64) + base + 4 * a)
+            if buf is not None and total and _overlaps(buf, base, skip):
+                buf.source = self.slab[buf.start: buf.start + buf.nbytes].clone()  # a launch it was given wrote it
+        return np.concatenate(found)
 
     # -- slab bytes no buffer holds -----------------------------------------------------------------------
 
@@ -1010,6 +1055,12 @@ class Guards:
                 "found when the protocol ended, by no run in particular")
         return [Violation(UNHELD, site, "overflow", lo, hi, int(offsets.size), None, 0, None,
                           ("after every run",))]
+
+
+def _overlaps(buf: Buffer, base: int, ranges: Sequence[tuple[int, int]]) -> bool:
+    """Whether a buffer's body meets any of these address ranges."""
+    lo, hi = base + buf.start, base + buf.start + buf.nbytes
+    return any(a < hi and lo < b for a, b in ranges)
 
 
 def _byte_mask(words: Sequence[tuple[int, int, int]], used: int) -> np.ndarray:

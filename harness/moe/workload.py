@@ -59,7 +59,7 @@ class MoEWeights:
     def adopted(self, guards: Guards) -> MoEWeights:
         """The same weights copied into the guard slab (`Guards.adopt`), as every constant of an op is."""
         def adopt(name: str, tensor: torch.Tensor | None) -> torch.Tensor | None:
-            return None if tensor is None else guards.adopt(tensor, f"constant.{name}")
+            return None if tensor is None else guards.adopt(tensor, f"constant.{name}", constant=True)
 
         w1, w2 = adopt("w1", self.w1), adopt("w2", self.w2)
         assert w1 is not None
