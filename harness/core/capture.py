@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from graph_harness.core.verdict import Verdict
 # A captured op: called with no arguments, reads the static inputs, returns the static output.
 Thunk = Callable[[], torch.Tensor]
 Step = Callable[[str], None]
+_T = TypeVar("_T")
 _FILLS: tuple[Fill, Fill] = ("nan", "dense")
 
 
@@ -413,29 +414,38 @@ def _eager(size: _Size, guards: Guards, backend: Backend, step_mode: bool) -> No
     def step(name: str) -> None:
         guards.check(warmup, op=name)
 
+    def warm() -> None:
+        size.load(0)
+        guards.arm("dense")
+        with _guarded(guards), guards.running(warmup), _write_sets(guards, step_mode):
+            backend.warmup(size.thunk(step if step_mode else _no_step))
+            guards.check(warmup)
+
+    def eager(r: int, stepped: bool) -> tuple[float, torch.Tensor]:
+        size.load(r)
+        guards.arm(_FILLS[(r + (not backend.warms_up)) % 2])
+        with _guarded(guards), guards.running(f"eager T={size.tokens} #{r + 1}"), _write_sets(guards, stepped):
+            stop = backend.timer()
+            result = size.thunk(step if stepped else _no_step)()
+            took = stop()
+            guards.check(f"eager T={size.tokens} #{r + 1}")
+            kept = result.detach().clone()
+            del result  # what still points at a buffer when the scope ends is the op's cache
+        return took, kept
+
     try:
         if backend.warms_up:
-            size.load(0)
-            guards.arm("dense")
-            with _guarded(guards), guards.running(warmup), _write_sets(guards, step_mode):
-                backend.warmup(size.thunk(step if step_mode else _no_step))
-                guards.check(warmup)
+            _constant_writes_named(guards, step_mode, warm)
         empties = guards.empties
         for r in range(len(size.inputs)):
-            size.load(r)
             # Without a warm-up (nothing to compile or warm on CPU) the first eager run is the stepped
             # one, and takes the dense fill: the one every write changes, so each op is named.
             stepped = step_mode and r == 0 and not backend.warms_up
-            guards.arm(_FILLS[(r + (not backend.warms_up)) % 2])
             if stepped:
                 warmup = f"eager T={size.tokens} #1"
-            with _guarded(guards), guards.running(f"eager T={size.tokens} #{r + 1}"), _write_sets(guards, stepped):
-                stop = backend.timer()
-                result = size.thunk(step if stepped else _no_step)()
-                out.eager_us.append(stop())
-                guards.check(f"eager T={size.tokens} #{r + 1}")
-                size.eager.append(result.detach().clone())
-                del result  # what still points at a buffer when the scope ends is the op's cache
+            took, kept = _constant_writes_named(guards, stepped, lambda r=r, stepped=stepped: eager(r, stepped))
+            out.eager_us.append(took)
+            size.eager.append(kept)
             label = "vs reference" if size.refs[r] is not None else "finite (no reference)"
             out.comparisons.append((f"eager #{r + 1} {label}", size.check(r, size.eager[r])))
         size.made_empties = guards.empties > empties
@@ -448,6 +458,19 @@ def _eager(size: _Size, guards: Guards, backend: Backend, step_mode: bool) -> No
         cause = _attribute(size, guards, backend)
         if cause is not None and (out.attribution is None or cause.rank < out.attribution.rank):
             out.attribution = cause
+
+
+def _constant_writes_named(guards: Guards, stepped: bool, run: Callable[[], _T]) -> _T:
+    """A stepped run checks the constants (a layer's weights) once, when it ends, against the tensors they were
+    copied from. Where one changed, they are put back and the run made again with every launch's write set
+    covering them, so that the launch that wrote is named: a layer's weights are read once a run, not once a
+    launch, unless something writes them."""
+    done = run()
+    if stepped and not lanes_checked(guards.device) and guards.constants_changed():
+        guards.restore_constants()
+        with guards.constants_per_launch():
+            done = run()
+    return done
 
 
 def _write_sets(guards: Guards, stepped: bool) -> AbstractContextManager[None]:

@@ -466,6 +466,7 @@ class Guards:
         self.watching = False  # the per-launch write set is taken (see watching_writes)
         self._snap: torch.Tensor | None = None  # the watched bytes before the launch in progress
         self._taken = False  # `_snap` holds the bytes of the launch in progress
+        self._per_launch_constants = False  # each write set covers the constants too (see constants_changed)
         # Slab bytes no buffer holds (past the last arena, and arenas given back) hold `_FREE_WORD` where the
         # lane checker does not run: `check_free` finds what a write past every guard changed there.
         self._free_filled = False
@@ -864,6 +865,42 @@ class Guards:
         finally:
             self._snap, self._taken = None, False
 
+    def constants_per_launch(self) -> AbstractContextManager[None]:
+        """Inside, each launch's write set covers the constants too (compared against their sources)."""
+        return self._setting("_per_launch_constants", True)
+
+    def constants_changed(self) -> bool:
+        """Whether any constant's bytes differ from the tensor it was copied from: one pass over a layer's weights
+        at the end of a stepped run, instead of one after each of its launches."""
+        sources = [b for b in self.buffers if b.source is not None]
+        if self.device.type != "cuda":
+            slab = self.slab.numpy()
+            return any(bool((slab[b.start: b.start + b.nbytes] != b.source.numpy()).any())  # type: ignore[union-attr]
+                       for b in sources)
+        none = torch.zeros(1, dtype=torch.int64, device=self.device)
+        totals = []
+        for i, buf in enumerate(sources):
+            assert buf.source is not None
+            lo, hi, at = self._source_blocks(i, buf)
+            counts, total = (torch.empty(lo.numel(), dtype=torch.int32, device=self.device) for _ in range(2))
+            _diff_kernel[(lo.numel(),)](self.slab.view(torch.int32), buf.source.view(torch.int32), lo, hi, at, none,
+                                        none, 0, counts, total, BLOCK=_BLOCK_WORDS)
+            totals.append(total.sum())
+        return bool(torch.stack(totals).sum()) if totals else False
+
+    def _source_blocks(self, i: int, buf: Buffer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(lo, hi, offset in the source) of each block of the `i`th constant's body, in words."""
+        def build() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            lo, hi, _ = _blocks([(buf.start // 4, (buf.start + buf.nbytes) // 4, 0)], self.device)
+            return lo, hi, lo - buf.start // 4
+        return self.layout.cached(f"source.{i}", build)  # type: ignore[no-any-return]
+
+    def restore_constants(self) -> None:
+        """Put every constant's bytes back as its source has them."""
+        for b in self.buffers:
+            if b.source is not None:
+                self.slab[b.start: b.start + b.nbytes].copy_(b.source)
+
     def _watched_words(self) -> list[tuple[int, int, int]]:
         """(lo, hi, 0) word ranges the write set watches: every buffer's body, and the slab past the last arena.
         Guard bytes are the guards' to check: they hold a known fill, and need no snapshot."""
@@ -903,7 +940,7 @@ class Guards:
         if snap is None or not taken:
             return np.empty(0, np.int64)
         base = self.slab.data_ptr()
-        sources = [b for b in self.buffers if b.source is not None]
+        sources = [b for b in self.buffers if b.source is not None] if self._per_launch_constants else []
         if self.device.type != "cuda":
             changed = self._changed_on_host(snap, sources, skip, base)
         else:
@@ -941,10 +978,7 @@ class Guards:
             refs.append((snap, (lo, hi, at), None))
         for i, buf in enumerate(sources):
             assert buf.source is not None
-            first = buf.start // 4
-            body = [(first, (buf.start + buf.nbytes) // 4, 0)]
-            blo, bhi, _ = self.layout.blocks(f"source.{i}", lambda body=body: body)  # type: ignore[misc]
-            refs.append((buf.source.view(torch.int32), (blo, bhi, blo - first), buf))
+            refs.append((buf.source.view(torch.int32), self._source_blocks(i, buf), buf))
         counts, totals = [], []
         for ref, (blo, bhi, at), _ in refs:
             c = torch.empty(blo.numel(), dtype=torch.int32, device=self.device)
