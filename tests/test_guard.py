@@ -162,3 +162,24 @@ def test_the_gpu_kernels_block_tables_cover_each_range_word_for_word(seed):
     assert list(zip(lo.tolist(), hi.tolist(), value.tolist(), strict=True)) == expected
     assert value.dtype == torch.int32
     assert all(t.numel() == 0 for t in _blocks([], torch.device("cpu")))
+
+
+@pytest.mark.parametrize("side", ["overflow", "underflow"])
+def test_a_buffer_carved_again_with_another_guard_keeps_what_earlier_runs_saw_and_who(device, side):
+    """The budget left decides a guard's size, so a later run may carve the same buffer with a larger one: the
+    findings of both runs are one violation, aligned at the buffer's edge, with the first writer and every phase."""
+    from dataclasses import replace
+
+    guards = _guards(device)
+    small = guards.allocate(800, "ws", "op.py:1 in op", None)
+    large = replace(small, left=small.left + 4096, right=small.right + 4096)
+
+    def near(buf, n):  # the n guard bytes nearest the buffer's edge
+        return (0, n) if side == "overflow" else (buf.left - n, buf.left)
+
+    guards.record_range(small, side, *near(small, 4), "eager T=1 #1", "kernel_a")
+    guards.record_range(large, side, *near(large, 12), "replay T=1 #1", "kernel_b")
+    (v,) = guards.violations()
+    edge = (0, 11) if side == "overflow" else (-12, -1)
+    assert (v.first_offset, v.last_offset, v.bytes, v.op, v.phases) == (
+        *edge, 12, "kernel_a", ("eager T=1 #1", "replay T=1 #1"))

@@ -2,14 +2,15 @@
 
 `run_protocol` takes one workload per capture size (all sharing a slab of guards) and:
 1. warms each up on a side stream (CUDA), then runs it eagerly once per input set, checking the
-   guards after every launch of the warm-up (or, on CPU, of the first eager run: step mode) and
-   keeping each output;
+   guards after every launch of the warm-up (or, on CPU, of the first eager run: step mode), and
+   where the lane checker does not run taking each launch's write set there, and keeping each output;
 2. captures every size into one shared pool, largest first, with `capture_error_mode="thread_local"`,
    and audits each graph's memset and memcpy nodes against the guarded buffers;
 3. replays each graph once per input set (at least twice), fresh inputs copied into its static
    buffers, checking all guards after every replay and comparing against eager and the reference.
 
-Failures are classified, never raised: see `SizeOutcome`.
+When every size is done, the slab bytes no buffer holds are checked (`Guards.check_free`). Failures are
+classified, never raised: see `SizeOutcome`.
 """
 
 from __future__ import annotations

@@ -782,11 +782,21 @@ class Guards:
     def _record(self, buf: Buffer, side: Side, bits: torch.Tensor, phase: str, op: str | None) -> None:
         key = (buf.tag, buf.name, buf.site, side)
         found = self._findings.get(key)
-        if found is None or found.bits.numel() != bits.numel():
+        if found is None:
             self._findings[key] = found = _Finding(buf, side, bits, op)
-        elif found.op is None and bool((bits & ~found.bits).any()):
-            found.op = op  # the first op to change bytes nobody had
-        found.bits |= bits
+        elif found.bits.numel() != bits.numel():
+            # The same buffer carved again with another guard (the budget left differed): the union, aligned at
+            # the buffer's edge, under the larger guard; what earlier runs saw, and who wrote it, are kept.
+            old, new = _aligned(found.bits, bits, side)
+            if found.op is None and bool((new & ~old).any()):
+                found.op = op
+            if bits.numel() > found.bits.numel():
+                found.buffer = buf
+            found.bits = old | new
+        else:
+            if found.op is None and bool((bits & ~found.bits).any()):
+                found.op = op  # the first op to change bytes nobody had
+            found.bits |= bits
         if phase not in found.phases:
             found.phases.append(phase)
 
@@ -1089,6 +1099,18 @@ class Guards:
                 "found when the protocol ended, by no run in particular")
         return [Violation(UNHELD, site, "overflow", lo, hi, int(offsets.size), None, 0, None,
                           ("after every run",))]
+
+
+def _aligned(a: torch.Tensor, b: torch.Tensor, side: Side) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two packed guard bitmaps of different guard sizes, padded to one size, aligned at the buffer's edge: an
+    overflow guard starts there, an underflow guard ends there (its size a multiple of 256, so whole bytes)."""
+    n = max(a.numel(), b.numel())
+
+    def pad(bits: torch.Tensor) -> torch.Tensor:
+        extra = n - bits.numel()
+        return torch.nn.functional.pad(bits, (extra, 0) if side == "underflow" else (0, extra))
+
+    return pad(a), pad(b)
 
 
 def _overlaps(buf: Buffer, base: int, ranges: Sequence[tuple[int, int]]) -> bool:
