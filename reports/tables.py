@@ -69,7 +69,8 @@ class ResultCells(NamedTuple):
     size: str
     buffer: str  # the worst violation's buffer
     alloc: str  # that buffer's bytes
-    outside: str  # the worst violation's extent: bytes from the edge through the farthest corrupted byte
+    outside: str  # the worst violation's extent: bytes from the edge through the farthest corrupted byte ("≥" when
+    # the change reached its guard's far end: the guard cannot see past itself)
     ratio: str  # (alloc + outside) / alloc
     error: str
     replay: str
@@ -86,8 +87,10 @@ def result_cells(r: CaseResult) -> ResultCells:
     if worst is None:
         buffer, alloc, outside, ratio = "-", "-", "-", "-"
     else:
-        buffer, alloc, outside = worst.buffer, fmt_count(worst.buffer_bytes), fmt_count(worst.extent)
+        buffer, alloc = worst.buffer, fmt_count(worst.buffer_bytes)
+        outside = ("≥" if worst.at_least else "") + fmt_count(worst.extent)
         ratio = fmt_ratio((worst.buffer_bytes + worst.extent) / worst.buffer_bytes if worst.buffer_bytes else None)
+        ratio = f"≥{ratio}" if worst.at_least and ratio != "-" else ratio
     return ResultCells(r.variant, fmt_count(r.capture_size), buffer, alloc, outside, ratio, fmt_error(r.max_rel_err),
                        fmt_micros(r.replay_us))
 
@@ -114,15 +117,23 @@ def run_table(results: Sequence[CaseResult], title: str | None = None) -> Table:
 
 
 def violation_table(result: CaseResult) -> Table:
-    """Every violation of one case, with its call site and the op that wrote it."""
+    """Every violation of one case: the buffer (a view of part of it as `ws[at:end]`), read or write, its figures,
+    the op that made it (with the kernel's argument, where known), the other buffers it reached and the call site.
+    A figure at a guard's far end reads `≥` (or `≤` before the start): the true extent is at least that."""
     table = Table(title=f"{result.scenario} {result.variant} T={result.capture_size}: {verdict_text(result)}")
     table.add_column("buffer", no_wrap=True)
     table.add_column("side")
+    table.add_column("access")
     for header in ("first", "last", "bytes", "rows"):
         table.add_column(header, justify="right")
     table.add_column("op")
+    table.add_column("into")
     table.add_column("site")
     for v in result.violations:
-        table.add_row(v.buffer, v.side, fmt_count(v.first_offset), fmt_count(v.last_offset), fmt_count(v.bytes),
-                      fmt_count(v.rows), v.op or "-", v.site)
+        name = v.buffer if v.at is None else f"{v.buffer}[{v.at:,}:{v.at + v.buffer_bytes:,}]"
+        first = ("≤" if v.at_least and v.side == "underflow" else "") + fmt_count(v.first_offset)
+        last = ("≥" if v.at_least and v.side == "overflow" else "") + fmt_count(v.last_offset)
+        op = f"{v.op}({v.arg})" if v.op and v.arg else v.op or "-"
+        table.add_row(name, v.side, v.access, first, last, fmt_count(v.bytes), fmt_count(v.rows), op,
+                      ", ".join(v.hits) or "-", v.site)
     return table

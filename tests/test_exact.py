@@ -15,10 +15,12 @@ import pytest
 import torch
 import triton
 import triton.language as tl
+from rich.console import Console
 
 import graph_harness as gh
 from graph_harness.core.guard import MIB
 from graph_harness.core.lanes import lanes_checked
+from graph_harness.reports.tables import result_cells, violation_table
 
 T = 2  # tokens: the capture size every case here runs at
 N = 100  # floats per token, not a multiple of the block
@@ -437,6 +439,13 @@ def test_a_memset_through_the_next_guard_whole_says_at_least(device: torch.devic
     v = _one(r)
     assert (v.hits, v.at_least) == (("b",), True)
     assert gh.expect.describe(v).startswith(f"a: at least {right + 2 * MIB:,} B past its end")
+    # ... and so do the tables and the reports, which share these cells
+    assert result_cells(r).outside == f"≥{right + 2 * MIB:,}"
+    console = Console(width=200, record=True)
+    console.print(violation_table(r))
+    text = console.export_text()
+    assert f"│ ≥{right + 2 * MIB - 1:,} │" in text
+    assert "│ b    │" in text
 
 
 # No false alarm on clean ops ---------------------------------------------------------------------------------

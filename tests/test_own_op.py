@@ -246,7 +246,7 @@ def test_the_fixture_fails_a_test_with_the_violations_and_a_repro_line(project: 
     assert "test_buggy_unexpected default T=1: expected clean, verdict oob-write (" in text
     assert "During handling" not in text
     assert "expected clean, got oob-write: out: 8 B past its end (8 B " in text
-    assert "│ out    │ overflow │     0 │    7 │     8 │" in text
+    assert "│ out    │ overflow │ write  │     0 │    7 │     8 │    1 │ _add_one(out_ptr) │ -    │" in text
     assert "repro: pytest 'test_ops.py::test_buggy_unexpected' --harness-seed 9" in text
     assert "Traceback" not in text
     assert "core/check.py" not in text

@@ -100,7 +100,7 @@ def test_a_failing_case_prints_its_violations_and_one_repro_line_without_traceba
     result.assert_outcomes(failed=1)
     text = "\n".join(result.outlines)
     assert "tiny-split original T=1: expected oob-read, verdict oob-write" in text
-    assert re.search(r"│ tmp_out +│ overflow +│ +0 │", text)
+    assert re.search(r"│ tmp_out +│ overflow +│ write +│ +0 │", text)
     assert "repro: graph-harness run tiny-split --variant original --sizes 1 --seed 5 --scenarios scenarios" in text
     assert "Traceback" not in text
     assert "core/capture.py" not in text
