@@ -42,10 +42,18 @@ class Summary:
     variants: tuple[str, ...]
     environments: tuple[Environment, ...]
     failures: tuple[CaseResult, ...]
+    planned: int | None = None  # the cases the run was to make, where known
+    interrupted: bool = False  # the run stopped before its plan was done (Ctrl-C)
+
+    @property
+    def incomplete(self) -> bool:
+        """Whether fewer cases ran than were planned: never a green nightly, whatever passed."""
+        return self.interrupted or (self.planned is not None and self.cases < self.planned)
 
 
-def summarize(results: Sequence[CaseResult]) -> Summary:
-    """Pass/fail and verdict counts, the scenarios, variants and environments, and the failed cases."""
+def summarize(results: Sequence[CaseResult], planned: int | None = None, interrupted: bool = False) -> Summary:
+    """Pass/fail and verdict counts, the scenarios, variants and environments, and the failed cases; `planned`
+    cases were to run, and an `interrupted` run stopped before they had."""
     counts = Counter(r.verdict for r in results)
     failures = tuple(r for r in results if not r.passed)
     return Summary(
@@ -53,7 +61,8 @@ def summarize(results: Sequence[CaseResult]) -> Summary:
         verdicts=tuple((v.value, counts[v]) for v in Verdict if counts[v]),
         scenarios=tuple(dict.fromkeys(r.scenario for r in results)),
         variants=tuple(dict.fromkeys(r.variant for r in results)),
-        environments=tuple(dict.fromkeys(r.env for r in results)), failures=failures)
+        environments=tuple(dict.fromkeys(r.env for r in results)), failures=failures, planned=planned,
+        interrupted=interrupted)
 
 
 @dataclass(frozen=True)
@@ -213,5 +222,8 @@ def diff_table(diff: BaselineDiff) -> Table:
 
 
 def job_failed(summary: Summary, diff: BaselineDiff | None) -> bool:
-    """Whether the nightly job fails: against a baseline, on its verdict; without one, every failure is new."""
+    """Whether the nightly job fails: when it did not run all it planned; against a baseline, on its verdict;
+    without one, on any failure (every failure is new)."""
+    if summary.incomplete:
+        return True
     return diff.failing if diff is not None else summary.failed > 0

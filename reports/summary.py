@@ -18,6 +18,10 @@ def headline(summary: Summary, diff: BaselineDiff | None) -> str:
     """`PASS` or `FAIL` and why, in one line: the first thing a report says."""
     status = "FAIL" if job_failed(summary, diff) else "PASS"
     counts = f"{summary.failed} of {plural(summary.cases, 'case')} failed its scenario's expectation"
+    if summary.incomplete:
+        planned = f"{summary.planned:,}" if summary.planned is not None else "the planned"
+        status = f"INCOMPLETE ({summary.cases:,} of {planned} cases run, interrupted)"
+        counts = f"{summary.failed} of those {plural(summary.cases, 'case')} failed its scenario's expectation"
     if diff is None:
         return f"{status}: {counts}; no baseline"
     return (f"{status}: {counts}; against the baseline {plural(len(diff.new_failures), 'new failure')}, "
@@ -28,7 +32,9 @@ def summary_lines(summary: Summary, diff: BaselineDiff | None, generated: dateti
     """(label, text) lines of the summary: counts, verdicts, coverage, environments, the baseline's headline."""
     lines = [
         ("generated", generated.isoformat(timespec="seconds")),
-        ("cases", f"{summary.cases}: {summary.passed} passed, {summary.failed} failed"),
+        ("cases", f"{summary.cases}: {summary.passed} passed, {summary.failed} failed"
+                  + (f"; INCOMPLETE: {summary.cases} of {summary.planned if summary.planned is not None else '?'} "
+                     "planned ran, the run was interrupted" if summary.incomplete else "")),
         ("verdicts", ", ".join(f"{v} {n}" for v, n in summary.verdicts) or "-"),
         ("scenarios", f"{len(summary.scenarios)}: {', '.join(summary.scenarios)}" if summary.scenarios else "0"),
         ("variants", ", ".join(summary.variants) or "-"),

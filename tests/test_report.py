@@ -10,6 +10,7 @@ import shutil
 import struct
 import subprocess
 from datetime import datetime, timezone
+from html import escape
 from pathlib import Path
 
 import pandas as pd
@@ -410,9 +411,53 @@ def test_interrupted_report_keeps_the_finished_cases(
     assert calls == ["original", "pr2551"]
     kept = frame_results(read_parquet((tmp_path / "results.parquet").read_bytes()))
     assert [(r.scenario, r.variant, r.capture_size) for r in kept] == [("deepseek-v3-ep-decode", "original", 1)]
-    assert "- cases: 1: 1 passed, 0 failed" in (tmp_path / "report.md").read_text()
-    assert (tmp_path / "report.html").is_file()
-    assert "interrupted: the report holds the 1 case that finished" in capsys.readouterr().out
+    md = (tmp_path / "report.md").read_text()
+    headline = "INCOMPLETE (1 of 3 cases run, interrupted): 0 of those 1 case failed its scenario's expectation"
+    assert md.startswith(f"# graph-harness report\n\n**{headline}; no baseline**")
+    assert "- cases: 1: 1 passed, 0 failed; INCOMPLETE: 1 of 3 planned ran, the run was interrupted" in md
+    html = (tmp_path / "report.html").read_text()
+    assert f'<p class="status fail">{escape(headline)}; no baseline</p>' in html  # never a green nightly
+    out = capsys.readouterr().out
+    assert f"{headline}; no baseline" in out
+    assert "interrupted: the report holds the 1 case that finished of 3 planned" in out
+
+
+_EP = ["deepseek-v3-ep-decode", "--policy", "original", "--policy", "pr2551", "--policy", "cktile", "--sizes", "1"]
+
+
+def test_an_interrupted_run_prints_what_finished_keeps_its_json_and_exits_130(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    _fake_runs(monkeypatch, KeyboardInterrupt())
+    saved = tmp_path / "r.json"
+    saved.write_text("earlier")
+    assert main(["run", *_EP, "--json", str(saved)]) == 130
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    assert "│ original │ 1 │" in captured.out  # the finished case's table
+    assert captured.out.rstrip().splitlines()[-1] == (
+        "interrupted: 1 of 3 cases ran; not run: deepseek-v3-ep-decode pr2551 T=1, deepseek-v3-ep-decode cktile T=1")
+    assert [r["variant"] for r in json.loads(saved.read_text())] == ["original"]
+    assert not saved.with_name("r.json.partial").exists()
+
+
+def test_a_run_interrupted_before_its_first_case_leaves_an_existing_json_as_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def run_cases(cases, device, **_):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("graph_harness.moe.run.run_cases", run_cases)
+    saved = tmp_path / "r.json"
+    saved.write_text("[earlier results]")
+    assert main(["run", *_EP, "--json", str(saved)]) == 130
+    assert saved.read_text() == "[earlier results]"
+    assert "interrupted: 0 of 3 cases ran; not run: " in capsys.readouterr().out
+
+
+def test_a_report_whose_out_is_its_baseline_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "results.csv").write_text("earlier")
+    assert main(["report", *_EP, "--out", str(tmp_path), "--baseline", str(tmp_path / ".")]) == 2
+    assert "--baseline: got " in _one_line(capsys)
+    assert (tmp_path / "results.csv").read_text() == "earlier"
 
 
 def test_guard_budget_error_mid_run_is_bad_input_and_keeps_the_finished_cases(
@@ -439,3 +484,16 @@ def test_report_runs_the_founding_case_end_to_end(tmp_path: Path, capsys: pytest
     # oob-write*: a GPU shared by xdist workers may leave no room to copy the weights, and the result says so.
     assert re.search(r"\| original \| 1 \| 2 \| oob-write\*? \| oob-write \| ok \| tmp_out \| 1,966,080 \|",
                      (tmp_path / "report.md").read_text())
+
+
+def test_an_interrupted_reproduce_says_which_side_did_not_finish_and_exits_130(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    _fake_runs(monkeypatch, KeyboardInterrupt())
+    saved = tmp_path / "r.json"
+    saved.write_text("earlier")
+    assert main(["reproduce", "aiter-2508", "--json", str(saved)]) == 130
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    assert captured.out.rstrip().splitlines()[-1] == (
+        f"interrupted: aiter-2508's fixed side did not finish; buggy kept in {saved}")
+    assert set(json.loads(saved.read_text())) == {"bug", "buggy"}

@@ -14,7 +14,7 @@ from typing import NoReturn
 from rich.console import Console
 
 from graph_harness.cli.bugs import add_list, add_reproduce, add_schema
-from graph_harness.cli.common import EXIT_BAD_INPUT, PROG, Subparsers
+from graph_harness.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, PROG, Subparsers
 from graph_harness.cli.report import add_report
 from graph_harness.cli.run import add_footprint, add_run
 from graph_harness.errors import BadInput, one_line
@@ -64,3 +64,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except SystemExit as done:  # --help: argparse has printed it and exits 0
         return done.code if isinstance(done.code, int) else 0
+    except KeyboardInterrupt:  # before a command's own handler (planning, imports): one line, no traceback
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -8,7 +8,15 @@ from pathlib import Path
 
 from rich.console import Console
 
-from graph_harness.cli.common import Subparsers, add_scenario_dir, non_negative_int, print_failure, write_json
+from graph_harness.cli.common import (
+    EXIT_INTERRUPTED,
+    Subparsers,
+    add_scenario_dir,
+    check_writable,
+    non_negative_int,
+    print_failure,
+    write_json,
+)
 from graph_harness.core.guard import GuardBudgetError
 from graph_harness.core.results import CaseResult, result_schema
 from graph_harness.errors import bad_value
@@ -23,12 +31,20 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
     scenarios, bugs = load_registry(directory)
     bug = pick_bug(bugs, args.bug, registry_path(directory))
     if args.json is not None:
-        write_json(args.json, {"bug": args.bug})  # a bad path fails now, before a minute of work
+        check_writable(args.json, "--json")  # a bad path fails now, before a minute of work
     ran: dict[str, CaseResult] = {}
     for side, variant in (("buggy", bug.buggy), ("fixed", bug.fixed)):
         try:
             ran[side] = scenarios[variant.scenario].run(variant.scenario, variant.variant, [bug.size],
                                                         seed=args.seed)[0]
+        except KeyboardInterrupt:
+            for done, result in ran.items():
+                console.print(f"{done}: {result.scenario} {result.variant} T={result.capture_size}: "
+                              f"{result.verdict} ({result.reason})", markup=False, highlight=False)
+            console.print(f"interrupted: {args.bug}'s {side} side did not finish"
+                          + (f"; {', '.join(ran)} kept in {args.json}" if ran and args.json else ""),
+                          markup=False, highlight=False, soft_wrap=True)
+            return EXIT_INTERRUPTED
         except GuardBudgetError as err:
             raise bad_value(f"{args.bug} {side}", "", "a case the default guard budget cannot hold",
                             "a device with more memory", str(err)) from err

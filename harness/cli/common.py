@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -20,6 +21,7 @@ from graph_harness.suite.plan import Plan, Selection, run_group
 
 PROG = "graph-harness"
 EXIT_BAD_INPUT = 2  # argparse's own code for a usage error
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 Subparsers: TypeAlias = "argparse._SubParsersAction[Any]"
 
 
@@ -96,12 +98,45 @@ def run_with_progress(plan: Plan, chosen: Selection) -> Iterator[list[CaseResult
             progress.advance(task, len(group.sizes))
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write `data` as JSON (NaN refused); an unwritable path is bad input naming --json."""
+def write_whole(path: Path, data: bytes | str, flag: str, allowed: str) -> None:
+    """Write whole or not at all: the bytes go to `path.partial`, which then replaces `path` in one rename, so an
+    interrupt mid-write leaves the previous file, never half of one. Unwritable is bad input naming `flag`."""
+    partial = path.with_name(path.name + ".partial")
     try:
-        path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        if isinstance(data, str):
+            partial.write_text(data, encoding="utf-8")
+        else:
+            partial.write_bytes(data)
+        os.replace(partial, path)
     except OSError as err:
-        raise bad_value("--json", "", display_path(path), "a writable file path", err.strerror or "") from err
+        raise bad_value(flag, "", display_path(path), allowed, err.strerror or "") from err
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """Fail now, as bad input, where `path` cannot be written later; an existing file there stays untouched."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_text("", encoding="utf-8")
+        partial.unlink()
+    except OSError as err:
+        raise bad_value(flag, "", display_path(path), "a writable file path", err.strerror or "") from err
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Replace `path` whole with `data` as JSON (NaN refused); an unwritable path is bad input naming --json.
+    The rule for a run's `--json FILE`: it is replaced after each finished group, never emptied before."""
+    write_whole(path, json.dumps(data, indent=2, allow_nan=False) + "\n", "--json", "a writable file path")
+
+
+def interrupted_line(done: int, plan: Plan) -> str:
+    """`interrupted: 3 of 10 cases ran; not run: a pr2551 T=1,2, b original T=1 and 2 more groups`."""
+    left, seen = [], 0
+    for group in plan.groups:
+        if seen >= done:
+            left.append(f"{group.scenario_id} {group.variant} T={','.join(map(str, group.sizes))}")
+        seen += len(group.sizes)
+    shown = ", ".join(left[:3]) + (f" and {len(left) - 3} more groups" if len(left) > 3 else "")
+    return f"interrupted: {done:,} of {plan.total:,} cases ran" + (f"; not run: {shown}" if left else "")
 
 
 def print_failure(console: Console, result: CaseResult, side: str = "") -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,12 +11,14 @@ from pathlib import Path
 from rich.console import Console
 
 from graph_harness.cli.common import (
+    EXIT_INTERRUPTED,
     Subparsers,
     add_selection,
     print_failure,
     print_limits,
     run_with_progress,
     selection,
+    write_whole,
 )
 from graph_harness.core.results import CaseResult
 from graph_harness.core.triton_env import device
@@ -38,7 +39,6 @@ from graph_harness.reports.plots import latency_plot, verdict_heatmap
 from graph_harness.reports.summary import headline
 
 EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 RESULTS_PARQUET, RESULTS_CSV = "results.parquet", "results.csv"
 # (caption, file name) of each figure; report.md links the files, report.html inlines the same bytes.
 FIGURES = (("verdict per scenario x capture size, per policy", "verdicts.png"),
@@ -73,16 +73,7 @@ def add_report(sub: Subparsers) -> None:
 
 
 def _write(path: Path, data: bytes | str) -> None:
-    """Write whole or not at all: an interrupt mid-write leaves the previous file, never half of one."""
-    partial = path.with_name(path.name + ".partial")
-    try:
-        if isinstance(data, str):
-            partial.write_text(data, encoding="utf-8")
-        else:
-            partial.write_bytes(data)
-        os.replace(partial, path)
-    except OSError as err:
-        raise bad_value("--out", "", display_path(path), "a writable folder", err.strerror or "") from err
+    write_whole(path, data, "--out", "a writable folder")
 
 
 def _write_results(out: Path, results: Sequence[CaseResult], stamps: Sequence[datetime]) -> None:
@@ -135,13 +126,16 @@ def _prepare(out: Path) -> None:
                         err.strerror or str(err)) from err
 
 
-def _run_matrix(args: argparse.Namespace, results: list[CaseResult], stamps: list[datetime]) -> None:
-    """Run every planned scenario-policy group, rewriting the results after each; appends as it goes."""
+def _run_matrix(args: argparse.Namespace, results: list[CaseResult], stamps: list[datetime],
+                planned: list[int]) -> None:
+    """Run every planned scenario-policy group, rewriting the results after each; appends as it goes, and
+    the number of cases planned to `planned` once the plan is made."""
     from graph_harness.schema import profile_of
     from graph_harness.suite.plan import make_plan
 
     chosen = selection(args)
     plan = make_plan(chosen, profile_of(device()))  # bad ids and flags fail here, before anything is written
+    planned.append(plan.total)
     _prepare(args.out)
     _write_results(args.out, [], [])  # a stale run's rows never pass for this one's, and a bad --out fails now
     for group in run_with_progress(plan, chosen):
@@ -157,9 +151,13 @@ def _report(args: argparse.Namespace, console: Console) -> int:
         if given:
             raise bad_value("--from-json", "", f"{display_path(args.from_json)} with {', '.join(given)}",
                             "--from-json with --out, --baseline and --latency-threshold only")
+    if args.baseline is not None and args.baseline.resolve() == args.out.resolve():
+        raise bad_value("--baseline", "", display_path(args.baseline),
+                        "an earlier report's folder, not the --out this report overwrites")
     baseline = _read_baseline(args.baseline) if args.baseline is not None else None
     results: list[CaseResult] = []
     stamps: list[datetime] = []
+    planned: list[int] = []
     interrupted = False
     if args.from_json is not None:
         read, written = _read_json(args.from_json)
@@ -168,11 +166,11 @@ def _report(args: argparse.Namespace, console: Console) -> int:
         _write_results(args.out, results, stamps)
     else:
         try:
-            _run_matrix(args, results, stamps)
+            _run_matrix(args, results, stamps, planned)
         except KeyboardInterrupt:
             interrupted = True
             _prepare(args.out)  # Ctrl-C while planning: the (empty) report still goes where it was asked
-    summary = summarize(results)
+    summary = summarize(results, planned[0] if planned else None, interrupted)
     diff = compare(results, baseline, args.latency_threshold) if baseline is not None else None
     generated = datetime.now(timezone.utc)
     pngs = (verdict_heatmap(results), latency_plot(results))
@@ -192,7 +190,8 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     console.print(headline(summary, diff), markup=False, highlight=False)
     console.print(f"wrote {display_path(args.out / 'report.html')}", markup=False, highlight=False)
     if interrupted:
-        console.print(f"interrupted: the report holds the {plural(len(results), 'case')} that finished", markup=False)
+        console.print(f"interrupted: the report holds the {plural(len(results), 'case')} that finished"
+                      + (f" of {planned[0]:,} planned" if planned else ""), markup=False)
         return EXIT_INTERRUPTED
     return EXIT_FAILED if job_failed(summary, diff) else 0
 

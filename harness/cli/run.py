@@ -8,9 +8,12 @@ from pathlib import Path
 from rich.console import Console
 
 from graph_harness.cli.common import (
+    EXIT_INTERRUPTED,
     Subparsers,
     add_scenario_dir,
     add_selection,
+    check_writable,
+    interrupted_line,
     positive_int,
     print_failure,
     print_limits,
@@ -33,12 +36,16 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     chosen = selection(args)
     plan = make_plan(chosen, profile_of(device()))  # bad ids and flags fail here, before anything is written
     if args.json is not None:
-        write_json(args.json, [])  # a bad path fails now, before minutes of work
+        check_writable(args.json, "--json")  # a bad path fails now, before minutes of work; FILE stays as it is
     results: list[CaseResult] = []
-    for group in run_with_progress(plan, chosen):
-        results.extend(group)
-        if args.json is not None:
-            write_json(args.json, [r.record() for r in results])
+    interrupted = False
+    try:
+        for group in run_with_progress(plan, chosen):
+            results.extend(group)
+            if args.json is not None:
+                write_json(args.json, [r.record() for r in results])
+    except KeyboardInterrupt:
+        interrupted = True
     for scenario_id in dict.fromkeys(r.scenario for r in results):
         rows = [r for r in results if r.scenario == scenario_id]
         console.print(run_table(rows, title=f"{scenario_id} on {rows[0].env.device}, {rows[0].backend}"))
@@ -46,6 +53,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         if not r.passed:
             print_failure(console, r)
     print_limits(console, results)
+    if interrupted:
+        console.print(interrupted_line(len(results), plan), markup=False, highlight=False, soft_wrap=True)
+        return EXIT_INTERRUPTED
     return 0 if all(r.passed for r in results) else 1
 
 

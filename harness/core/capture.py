@@ -15,6 +15,7 @@ classified, never raised: see `SizeOutcome`.
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -444,7 +445,7 @@ def _eager(size: _Size, guards: Guards, backend: Backend, step_mode: bool) -> No
             stepped = step_mode and r == 0 and not backend.warms_up
             if stepped:
                 warmup = f"eager T={size.tokens} #1"
-            took, kept = _constant_writes_named(guards, stepped, lambda r=r, stepped=stepped: eager(r, stepped))
+            took, kept = _constant_writes_named(guards, stepped, functools.partial(eager, r, stepped))
             out.eager_us.append(took)
             size.eager.append(kept)
             label = "vs reference" if size.refs[r] is not None else "finite (no reference)"

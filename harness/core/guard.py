@@ -1001,15 +1001,15 @@ class Guards:
             return np.empty(0, np.int64)
         sums = torch.stack([torch.stack([c.sum(), t.sum()]) for c, t in zip(counts, totals, strict=True)]).tolist()
         found = [np.empty(0, np.int64)]
-        for (ref, (blo, bhi, at), buf), c, (outside, total) in zip(refs, counts, sums, strict=True):
+        for (ref, (blo, bhi, at), owner), c, (outside, total) in zip(refs, counts, sums, strict=True):
             if outside:
                 old = ref.view(torch.uint8)
                 blocks = torch.nonzero(c).flatten()
                 for a, b, w in zip(blo[blocks].tolist(), bhi[blocks].tolist(), at[blocks].tolist(), strict=True):
                     diff = torch.nonzero(self.slab[4 * a: 4 * b] != old[4 * w: 4 * w + 4 * (b - a)]).flatten()
                     found.append(diff.cpu().numpy().astype(np.int64) + base + 4 * a)
-            if buf is not None and total and _overlaps(buf, base, skip):
-                buf.source = self.slab[buf.start: buf.start + buf.nbytes].clone()  # a launch it was given wrote it
+            if owner is not None and total and _overlaps(owner, base, skip):
+                owner.source = self.slab[owner.start: owner.start + owner.nbytes].clone()  # a launch given it wrote it
         return np.concatenate(found)
 
     # -- slab bytes no buffer holds -----------------------------------------------------------------------
