@@ -4,6 +4,7 @@ field types scenario files of every kind use (capture sizes, counts). No scenari
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +39,7 @@ def profile_of(device: Any) -> Profile:
     return "gpu" if device.type == "cuda" else "cpu"
 
 
-# vLLM _set_cudagraph_sizes at max 512 (moe-contracts.md §6.1): 1, 2, 4, 8..248 by 8, 256..512 by 16 = 51.
+# vLLM _set_cudagraph_sizes at max 512 (docs/moe-contracts.md §6.1): 1, 2, 4, 8..248 by 8, 256..512 by 16 = 51.
 VLLM_DEFAULT_SIZES: tuple[int, ...] = (1, 2, 4, *range(8, 256, 8), *range(256, 513, 16))
 
 # Ids name pytest items, repro commands and CLI arguments: keep them shell- and path-safe.
@@ -136,13 +137,61 @@ def _unique_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
+# YAML 1.2 §5.2 (https://yaml.org/spec/1.2.2/#52-character-encodings): a byte-order mark, or the NULs an
+# ASCII first character leaves, names a UTF-16 or UTF-32 file. UTF-32 first: its LE mark starts with UTF-16's.
+_WIDE_MARKS: tuple[tuple[bytes, str], ...] = (
+    (b"\x00\x00\xfe\xff", "utf-32-be"), (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\xfe\xff", "utf-16-be"), (b"\xff\xfe", "utf-16-le"),
+)
+
+
+def wide_encoding(data: bytes) -> str | None:
+    """The UTF-16 or UTF-32 codec a file's first bytes name (`utf-16-le`, ...); None for anything else."""
+    for mark, codec in _WIDE_MARKS:
+        if data.startswith(mark):
+            return codec
+    head = data[:4]
+    ascii_first = [0 < b < 0x80 for b in head]
+    if len(head) == 4 and head[:3] == b"\0\0\0" and ascii_first[3]:
+        return "utf-32-be"
+    if len(head) == 4 and ascii_first[0] and head[1:] == b"\0\0\0":
+        return "utf-32-le"
+    if len(head) >= 2 and head[0] == 0 and ascii_first[1]:
+        return "utf-16-be"
+    if len(head) >= 2 and ascii_first[0] and head[1] == 0:
+        return "utf-16-le"
+    return None
+
+
+def _encoding_name(codec: str) -> str:
+    """`utf-16-le` as a reader says it: `UTF-16 (little-endian)`."""
+    width, _, order = codec.upper().rpartition("-")
+    return f"{width} ({'little' if order == 'LE' else 'big'}-endian)"
+
+
+def _yaml_text(path: Path, data: bytes) -> str:
+    """A YAML file's bytes as UTF-8 text (a UTF-8 byte-order mark dropped); anything else is BadInput naming it."""
+    shown = display_path(path)
+    codec = wide_encoding(data)
+    if codec is not None:
+        raise bad_value(shown, "", f"{_encoding_name(codec)} text", "a UTF-8 YAML file", "save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise bad_value(shown, "", f"bytes that are not UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start}, "
+                                   f"line {line})", "a UTF-8 YAML file") from None
+
+
 def read_yaml(path: Path, what: str) -> dict[Any, Any]:
-    """Parse one file into a mapping; syntax errors become one line with file and line number."""
+    """Parse one file into a mapping; bytes that are not UTF-8 and syntax errors become one line naming the file."""
     shown = display_path(path)
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+        raw = path.read_bytes()
     except OSError as err:
         raise bad_value(shown, "", "an unreadable file", "a readable YAML file", err.strerror or "") from err
+    try:
+        data = yaml.load(_yaml_text(path, raw), Loader=_Loader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -158,7 +207,7 @@ def _choices(expected: str) -> str:
     return ", ".join(part.strip("'") for part in re.split(r", | or ", expected))
 
 
-def _field_names(loc: tuple[int | str, ...], root: type[BaseModel]) -> str:
+def _field_names(loc: tuple[int | str, ...], root: type[BaseModel]) -> list[str]:
     """Fields allowed at a location: walk the root's nested models, dicts and lists of models, and dataclasses."""
     owner: Any = root
     for part in loc:  # Scenario -> ModelDims / Contract, or expect_bytes -> (policy key) -> ExpectBytes
@@ -167,12 +216,15 @@ def _field_names(loc: tuple[int | str, ...], root: type[BaseModel]) -> str:
             continue
         owner = owner.model_fields[part].annotation
     if issubclass(owner, BaseModel):
-        return ", ".join(owner.model_fields)
-    return ", ".join(f.name for f in dataclasses.fields(owner))
+        return list(owner.model_fields)
+    return [f.name for f in dataclasses.fields(owner)]
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc if p != "[key]").lstrip(".")
+
+
+_UNKNOWN = ("extra_forbidden", "unexpected_keyword_argument")  # a model's, a dataclass's unknown field
 
 
 def _allowed(err: ErrorDetails, root: type[BaseModel]) -> str:
@@ -180,8 +232,8 @@ def _allowed(err: ErrorDetails, root: type[BaseModel]) -> str:
     kind, ctx = err["type"], err.get("ctx", {})
     if kind in ("enum", "literal_error"):
         return _choices(str(ctx["expected"]))
-    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
-        return _field_names(err["loc"][:-1], root)
+    if kind in _UNKNOWN:
+        return ", ".join(_field_names(err["loc"][:-1], root))
     words = {
         "missing": "required field", "greater_than_equal": f"integer >= {ctx.get('ge')}",
         "too_short": f"at least {ctx.get('min_length')} item(s)", "string_too_short": "non-empty string",
@@ -192,9 +244,17 @@ def _allowed(err: ErrorDetails, root: type[BaseModel]) -> str:
     return words.get(kind, "integer" if kind.startswith("int_") else err["msg"])
 
 
+def _did_you_mean(err: ErrorDetails, root: type[BaseModel]) -> str:
+    """`did you mean capture_sizes?` for an unknown field close to an allowed one (difflib's ratio >= 0.6)."""
+    close = difflib.get_close_matches(str(err["loc"][-1]), _field_names(err["loc"][:-1], root), n=1)
+    return f"did you mean {close[0]}?" if close else ""
+
+
 def bad_entry(where: str, error: ValidationError, root: type[BaseModel]) -> BadInput:
     """The first pydantic error as one line: where, field path, bad value, allowed values."""
-    err = error.errors()[0]
+    errors = error.errors()
+    # An unknown field first: a typo (`capture_size:`) also leaves the field it meant missing, and is the cause.
+    err = next((e for e in errors if e["type"] in _UNKNOWN), errors[0])
     ctx = err.get("ctx", {})
     loc = err["loc"]
     if err["type"] == _BAD:
@@ -203,12 +263,10 @@ def bad_entry(where: str, error: ValidationError, root: type[BaseModel]) -> BadI
         got = str(ctx["got"]) or show(err["input"])
         return bad_value(where, field, got, str(ctx["allowed"]), str(ctx["reason"]))
     if err["type"] == "missing":
-        got = "nothing"
-    elif err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-        got = "unknown field"
-    else:
-        got = show(err["input"])
-    return bad_value(where, _field_path(loc), got, _allowed(err, root))
+        return bad_value(where, _field_path(loc), "nothing", _allowed(err, root))
+    if err["type"] in _UNKNOWN:
+        return bad_value(where, _field_path(loc), "unknown field", _allowed(err, root), _did_you_mean(err, root))
+    return bad_value(where, _field_path(loc), show(err["input"]), _allowed(err, root))
 
 
 def check_id(where: str, key: object, noun: str) -> None:

@@ -1,6 +1,6 @@
 """silu_and_mul / gelu_and_mul on the valid rows of the split-K stage1 output.
 
-aiter (moe-contracts.md §1.1): `valid_out = tmp_out[:T*topk]`, gate is columns [0, N), up is
+aiter (docs/moe-contracts.md §1.1): `valid_out = tmp_out[:T*topk]`, gate is columns [0, N), up is
 [N, 2N); the model-dtype result goes to `out (T, topk, N)`.
 """
 

@@ -1,6 +1,6 @@
 """aiter's MoE buffer contracts: size formulas, allocation policies and dispatch heuristics.
 
-Every formula cites moe-contracts.md (shared/reference). Nothing here touches a device: the
+Every formula cites docs/moe-contracts.md (a bare §n is its section n). Nothing here touches a device: the
 footprint model, the scenario validator and the kernel wrappers all read the same arithmetic.
 """
 

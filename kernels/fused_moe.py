@@ -1,6 +1,6 @@
 """aiter's two-stage MoE call sites, with the stage1 allocation policy as a parameter.
 
-`fused_moe` follows `fused_moe_2stages` (moe-contracts.md §1.6): sort, [quantise], stage1 into
+`fused_moe` follows `fused_moe_2stages` (docs/moe-contracts.md §1.6): sort, [quantise], stage1 into
 the buffer the policy allocates, activation, [requantise], stage2 into moe_buf. Every buffer is
 made by a torch factory call in Python, so a harness that intercepts factories guards them all.
 """

@@ -1,6 +1,6 @@
 """Raw memset by pointer and byte count, the way CK zeroes the split-K output.
 
-CK calls `hipMemsetAsync(p_c_grid, 0, bytes, stream)` on a bare pointer (moe-contracts.md §3.2):
+CK calls `hipMemsetAsync(p_c_grid, 0, bytes, stream)` on a bare pointer (docs/moe-contracts.md §3.2):
 nothing checks the bytes against the tensor. This module does the same: on CUDA a real
 `cudaMemsetAsync` on the current stream (so a captured graph holds a memset node), on CPU a
 libc memset of the address. Never a bounds-checked tensor op.

@@ -1,6 +1,6 @@
 """moe_sorting: group (token, slot) pairs by expert in block_m-row blocks, aiter's contract.
 
-Buffers (aiter `_moe_sorting_impl`, moe-contracts.md §2), with P = max_num_tokens_padded:
+Buffers (aiter `_moe_sorting_impl`, docs/moe-contracts.md §2), with P = max_num_tokens_padded:
     sorted_ids        (P,) int32    fused `(slot << 24) | token`; padding `(topk << 24) | T`
     sorted_weights    (P,) fp32     topk weight; 0.0 for padding
     sorted_expert_ids (max_num_m_blocks,) int32   expert of each block

@@ -1,6 +1,6 @@
 """MoE stage1: gathered `hidden @ w1[e].T`, split-K with CK's memset contract.
 
-Shapes (aiter `ck_moe_stage1`, moe-contracts.md §1.1, §3):
+Shapes (aiter `ck_moe_stage1`, docs/moe-contracts.md §1.1, §3):
     hidden            (T, K) bf16/fp16, or fp8 e4m3 with a1_scale (T, K/128) fp32
     w1                (E, 2N, K), gate rows [0, N) then up rows [N, 2N); fp8 with w1_scale (E, 2N/128, K/128)
     sorted_*          from `moe_sorting`

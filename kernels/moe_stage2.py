@@ -1,6 +1,6 @@
 """MoE stage2: `a2[row] @ w2[e].T * sorted_weight`, atomically added into `moe_buf[token]`.
 
-Shapes (aiter `ck_moe_stage2`, moe-contracts.md §1.6, §3.3):
+Shapes (aiter `ck_moe_stage2`, docs/moe-contracts.md §1.6, §3.3):
     a2       (T, topk, N) model dtype, or fp8 with a2_scale (T*topk, N/128) fp32
     w2       (E, K, N); fp8 with w2_scale (E, K/128, N/128)
     moe_buf  (T, K) model dtype, zeroed by `moe_sorting`

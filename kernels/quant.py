@@ -1,5 +1,5 @@
 """fp8 e4m3 per_1x128 quantisation: one fp32 scale per row and 128-wide group, as aiter's
-`per_1x128` activations (moe-contracts.md §1.6: stage2 input is requantised this way)."""
+`per_1x128` activations (docs/moe-contracts.md §1.6: stage2 input is requantised this way)."""
 
 from __future__ import annotations
 

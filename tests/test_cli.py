@@ -91,7 +91,7 @@ def test_missing_scenario_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["footprint", "--help"]) == 0
-    assert "--size T" in capsys.readouterr().out
+    assert "--sizes T [T ...]" in capsys.readouterr().out
 
 
 GOLDEN_DSV3_EP_T1 = """\

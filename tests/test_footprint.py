@@ -1,4 +1,4 @@
-"""Footprint model against moe-contracts.md §8.1 (sizes at block_m 16) and §8.2 (get_ksplit), exactly."""
+"""Footprint model against docs/moe-contracts.md §8.1 (sizes at block_m 16) and §8.2 (get_ksplit), exactly."""
 
 from __future__ import annotations
 

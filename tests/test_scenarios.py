@@ -125,7 +125,7 @@ BAD_BODIES = [  # (id, entry body, the whole message)
     ("unknown-contract-field", _body(contract={"paddin": "masked"}),
      "x.yaml: s1: contract.paddin: got unknown field; "
      "allowed: padding, stage2_padding, memset_rows, predicate, kbatch_guard, k_per_block, sorted_tail, "
-     "negative_ids"),
+     "negative_ids; did you mean padding?"),
     ("bad-negative-ids", _body(contract={"negative_ids": "dropped"}),
      "x.yaml: s1: contract.negative_ids: got 'dropped'; allowed: filtered, unfiltered"),
     ("expect-bytes-on-clean", _body(expect_bytes={"pr2551": {"buffer": "x", "side": "overflow", "extent": 4}}),

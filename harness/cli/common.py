@@ -55,14 +55,22 @@ def add_scenario_dir(parser: argparse.ArgumentParser) -> None:
                              "scenarios that ship with graph-harness)")
 
 
+def add_sizes(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--sizes T [T ...]` into `args.sizes`, the one spelling of every subcommand; `--size T` (repeatable, one
+    size each, as footprint took it) adds to the same list, so that both spellings work everywhere."""
+    parser.add_argument("--sizes", dest="sizes", nargs="+", action="extend", type=positive_int, metavar="T",
+                        help=f"{what}; --size T adds one, and may repeat")
+    # Its own argument, kept out of the help, so that a bad value's message names the flag as typed.
+    parser.add_argument("--size", dest="sizes", action="append", type=positive_int, help=argparse.SUPPRESS)
+
+
 def add_selection(parser: argparse.ArgumentParser) -> None:
     """The case-selection flags `run` and `report` share; `selection` reads them."""
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario id (default: all)")
     parser.add_argument("--variant", "--policy", dest="variants", action="append", metavar="V",
                         help="variant: an MoE scenario's stage1 allocation policy, or an op scenario's variant "
                              "(repeatable; default: every variant)")
-    parser.add_argument("--sizes", nargs="+", type=positive_int, metavar="T",
-                        help="capture sizes (default: the scenario's, cpu_sizes on CPU)")
+    add_sizes(parser, "capture sizes (default: the scenario's, cpu_sizes on CPU)")
     parser.add_argument("--seed", type=non_negative_int, metavar="N", help="seed (default: the scenario's)")
     parser.add_argument("--replays", type=at_least_two, metavar="N", help="replays per graph (>= 2; default: 2)")
     parser.add_argument("--guard-budget", type=gib, metavar="GIB",

@@ -12,9 +12,9 @@ from graph_harness.cli.common import (
     Subparsers,
     add_scenario_dir,
     add_selection,
+    add_sizes,
     check_writable,
     interrupted_line,
-    positive_int,
     print_failure,
     print_limits,
     run_with_progress,
@@ -28,7 +28,7 @@ from graph_harness.moe.footprint import footprint_rows
 from graph_harness.moe.scenario import MoEScenario
 from graph_harness.reports.tables import footprint_table, run_table, scenario_title
 from graph_harness.schema import profile_of
-from graph_harness.suite.plan import make_plan, pick
+from graph_harness.suite.plan import check_sizes, make_plan, pick
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
@@ -63,11 +63,15 @@ def _footprint(args: argparse.Namespace, console: Console) -> int:
     """Print one footprint table per MoE scenario; with --json also write every row's record."""
     picked = pick(args.scenario_dir, args.scenarios)
     sizes = sorted(set(args.sizes)) if args.sizes else None
-    rows = {}
-    for scenario_id, scenario in picked.items():
+    moe: dict[str, MoEScenario] = {}
+    for scenario_id, scenario in picked.items():  # every one checked before the first table prints
         if not isinstance(scenario, MoEScenario):
             raise bad_value(scenario.where(scenario_id), "", "an op scenario", "an MoE scenario",
                             "the footprint model predicts the MoE stage1 buffer")
+        check_sizes(scenario_id, scenario, sizes or ())
+        moe[scenario_id] = scenario
+    rows = {}
+    for scenario_id, scenario in moe.items():
         rows[scenario_id] = footprint_rows(scenario_id, scenario, sizes)
         console.print(footprint_table(rows[scenario_id], title=scenario_title(scenario_id, scenario)))
     if args.json is not None:
@@ -85,8 +89,7 @@ def add_run(sub: Subparsers) -> None:
 def add_footprint(sub: Subparsers) -> None:
     parser = sub.add_parser("footprint", help="predict MoE stage1 buffer bytes per capture size and policy")
     parser.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario id (YAML key)")
-    parser.add_argument("--size", dest="sizes", type=positive_int, action="append", metavar="T",
-                        help="capture size to predict (repeatable; default: the scenario's capture_sizes)")
+    add_sizes(parser, "capture sizes to predict, among the scenario's capture_sizes (default: all of them)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the rows as a JSON list")
     add_scenario_dir(parser)
     parser.set_defaults(command=_footprint)

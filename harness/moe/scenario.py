@@ -162,7 +162,7 @@ class MoEScenario(ScenarioBase):
 
 
 def _indivisible(hidden: int, splitk: int, k_per_block: int) -> str:
-    """Why CK rejects this split (TORCH_CHECK(KBatch*KPerBlock*SplitK == K), §3.1); empty if it does not."""
+    """Why CK rejects this split (TORCH_CHECK(KBatch*KPerBlock*SplitK == K), docs/moe-contracts.md §3.1), or ""."""
     step = splitk * k_per_block
     if splitk <= 1 or hidden % step == 0:
         return ""

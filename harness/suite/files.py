@@ -17,7 +17,15 @@ from pydantic import ValidationError
 
 from graph_harness.errors import bad_value, display_path, show
 from graph_harness.moe.scenario import MoEScenario
-from graph_harness.schema import ScenarioBase, bad_entry, builtin_scenario_dir, check_id, file_schema, read_yaml
+from graph_harness.schema import (
+    ScenarioBase,
+    bad_entry,
+    builtin_scenario_dir,
+    check_id,
+    file_schema,
+    read_yaml,
+    wide_encoding,
+)
 from graph_harness.suite.op import OpScenario
 
 DECLARE_KEY, DECLARE_VALUE = "graph-harness", "scenarios"
@@ -33,9 +41,14 @@ def declares(path: Path) -> bool:
     """Whether a YAML file declares itself a graph-harness scenario file; read as text, so that a file that is
     not YAML at all is never parsed (an unreadable one is not ours either)."""
     try:
-        return bool(_DECLARED.search(path.read_text(encoding="utf-8", errors="replace")))
+        data = path.read_bytes()
     except OSError:
         return False
+    # A UTF-16 or UTF-32 file (a Windows editor's "Unicode") that declares itself is ours, refused when it loads
+    # (read_yaml names the file and its encoding): skipped here, its scenarios would vanish without a word. A
+    # byte-order mark would hide a declaration on the first line.
+    text = data.decode(wide_encoding(data) or "utf-8", errors="replace").removeprefix("\ufeff")
+    return bool(_DECLARED.search(text))
 
 
 def yaml_files(directory: Path) -> tuple[Path, ...]:

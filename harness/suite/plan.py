@@ -62,6 +62,14 @@ def pick(directory: Path | None, ids: Sequence[str]) -> dict[str, Scenario]:
     return {scenario_id: known[scenario_id] for scenario_id in ids}
 
 
+def check_sizes(scenario_id: str, scenario: Scenario, sizes: Sequence[int]) -> None:
+    """Sizes asked of a named scenario must be among its capture_sizes (`run`, `report` and `footprint` alike)."""
+    known = scenario.capture_sizes
+    if bad := sorted(set(sizes) - set(known)):
+        raise bad_value(scenario.where(scenario_id), "--sizes", ", ".join(map(str, bad)),
+                        f"its capture_sizes {', '.join(map(str, known))}")
+
+
 def make_plan(selection: Selection, profile: Profile) -> Plan:
     """The groups a selection asks for; named ids, variants and sizes are checked against each scenario."""
     picked = pick(selection.scenario_dir, selection.scenarios)
@@ -74,10 +82,8 @@ def make_plan(selection: Selection, profile: Profile) -> Plan:
         where = scenario.where(scenario_id)
         known = scenario.capture_sizes
         if selection.sizes:
-            if selection.scenarios and not set(selection.sizes) <= set(known):
-                bad = sorted(set(selection.sizes) - set(known))
-                raise bad_value(where, "--sizes", ", ".join(map(str, bad)),
-                                f"its capture_sizes {', '.join(map(str, known))}")
+            if selection.scenarios:  # unnamed, each scenario runs the sizes it has
+                check_sizes(scenario_id, scenario, selection.sizes)
             sizes = tuple(t for t in known if t in selection.sizes)
         else:
             sizes = scenario.sizes(profile)
