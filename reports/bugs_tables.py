@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from rich.table import Table
 from rich.text import Text
 
-from graph_harness.core.results import CaseResult
-from graph_harness.reports.tables import fmt_count, fmt_error, fmt_ratio
-from graph_harness.suite.bugs import Bug, BugSide, Figures, Reproduction, figures
+from graph_harness.core.results import CaseResult, Param
+from graph_harness.reports.tables import FitTable, fmt_count, fmt_error, fmt_op, fmt_ratio
+from graph_harness.suite.bugs import Bug, BugSide, Figures, Reproduction
 from graph_harness.suite.files import Scenario
 
 
@@ -23,28 +22,42 @@ def _variant(variant: BugSide) -> str:
     return f"{variant.scenario} {variant.variant}"
 
 
-def _column(variant: BugSide, result: CaseResult, ok: bool, good: str, bad: str) -> list[str | Text]:
-    found = figures(variant, result)
-    return [_variant(variant), found.verdict, variant.verdict, found.buffer or "-", fmt_count(found.allocated),
-            fmt_count(found.written), fmt_ratio(found.ratio), _range(found), fmt_error(result.max_rel_err),
-            Text(good, style="green") if ok else Text(bad, style="red bold")]
+def _param(value: Param | None) -> str:
+    """`2`, `1,966,080`, `true`, `bf16`; `-` where a side has no such parameter."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return fmt_count(value) if isinstance(value, int) else str(value)
 
 
-_ROWS = ("variant", "verdict", "expected", "buffer", "bytes allocated", "bytes written", "overflow ratio",
-         "corrupted range", "max rel err", "result")
-
-
-def reproduce_table(rep: Reproduction) -> Table:
-    """The buggy and the fixed variant side by side: verdicts, bytes allocated and written, ratio, range."""
+def reproduce_table(rep: Reproduction, scenarios: Mapping[str, Scenario]) -> FitTable:
+    """The buggy and the fixed variant side by side: what each runs (the scenario's shape and the case's
+    parameters), verdicts, the op that wrote, the buffer's bytes allocated and written, ratio, range."""
     bug = rep.bug
-    table = Table(title=f"{rep.bug_id}: {bug.title} ({bug.source}), T={rep.buggy.capture_size}")
+    table = FitTable(title=f"{rep.bug_id}: {bug.title} ({bug.source}), T={rep.buggy.capture_size}")
     table.add_column("", no_wrap=True)
     table.add_column("buggy", no_wrap=True)
     table.add_column("fixed", no_wrap=True)
-    buggy = _column(bug.buggy, rep.buggy, rep.detected, "detected", "NOT DETECTED")
-    fixed = _column(bug.fixed, rep.fixed, rep.clean, "clean", "NOT CLEAN")
-    for label, left, right in zip(_ROWS, buggy, fixed, strict=True):
-        table.add_row(label, left, right)
+    sides: list[tuple[BugSide, CaseResult, Figures]] = [
+        (bug.buggy, rep.buggy, rep.figures("buggy")), (bug.fixed, rep.fixed, rep.figures("fixed"))]
+    params = list(dict.fromkeys(key for _, result, _ in sides for key in result.params))
+
+    table.add_row("variant", *(_variant(side) for side, _, _ in sides))
+    table.add_row("runs", *(scenarios[side.scenario].summary() for side, _, _ in sides))
+    for key in params:  # whatever else determines the case (MoE: block_m, splitk), by the names it records
+        table.add_row(key, *(_param(result.params.get(key)) for _, result, _ in sides))
+    table.add_row("verdict", *(found.verdict for _, _, found in sides))
+    table.add_row("expected", *(side.verdict for side, _, _ in sides))
+    table.add_row("op", *(fmt_op(found.op, found.arg) for _, _, found in sides))
+    table.add_row("buffer", *(found.buffer or "-" for _, _, found in sides))
+    table.add_row("bytes allocated", *(fmt_count(found.allocated) for _, _, found in sides))
+    table.add_row("bytes written", *(fmt_count(found.written) for _, _, found in sides))
+    table.add_row("overflow ratio", *(fmt_ratio(found.ratio) for _, _, found in sides))
+    table.add_row("corrupted range", *(_range(found) for _, _, found in sides))
+    table.add_row("max rel err", *(fmt_error(result.max_rel_err) for _, result, _ in sides))
+    table.add_row("result", Text("detected", style="green") if rep.detected else Text("NOT DETECTED", style="red bold"),
+        Text("clean", style="green") if rep.clean else Text("NOT CLEAN", style="red bold"))
     return table
 
 
@@ -52,9 +65,9 @@ def _verdicts(scenario: Scenario) -> str:
     return "\n".join(f"{variant}: {scenario.expected(variant)}" for variant in scenario.variant_names())
 
 
-def scenarios_table(scenarios: Mapping[str, Scenario]) -> Table:
+def scenarios_table(scenarios: Mapping[str, Scenario]) -> FitTable:
     """One line per scenario: what it runs and at which sizes, the verdict each variant must get, and why."""
-    table = Table(title="scenarios (graph-harness run SCENARIO)")
+    table = FitTable(title="scenarios (graph-harness run SCENARIO)", stack="rows")
     table.add_column("id", no_wrap=True)
     table.add_column("runs\nsizes", no_wrap=True)
     table.add_column("variants", no_wrap=True)
@@ -72,11 +85,11 @@ def _side(label: str, variant: BugSide) -> str:
     return f"{label} {_variant(variant)}\n  {variant.verdict}{figures_}"
 
 
-def bugs_table(bugs: Mapping[str, Bug]) -> Table:
+def bugs_table(bugs: Mapping[str, Bug]) -> FitTable:
     """One line per registered bug: both variants with the verdict and bytes each must show; title, source, why."""
-    table = Table(title="bugs (graph-harness reproduce BUG)")
+    table = FitTable(title="bugs (graph-harness reproduce BUG)", stack="rows")
     table.add_column("id", no_wrap=True)
-    table.add_column("T", justify="right")
+    table.add_column("T", justify="right", no_wrap=True)
     table.add_column("variants", no_wrap=True)
     table.add_column("what")
     for bug_id, bug in bugs.items():

@@ -2,15 +2,120 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Iterator, Sequence
+from typing import Literal, NamedTuple
 
-from rich.table import Table
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+from rich.measure import Measurement
+from rich.padding import Padding
+from rich.table import Column, Table
 from rich.text import Text
 
 from graph_harness.core.results import CaseResult
 from graph_harness.moe.footprint import FootprintRow
 from graph_harness.moe.scenario import MoEScenario
+
+# How a table narrower than its whole width prints: "panels" repeats the key columns beside as many of the
+# others as fit, one table under the other (figures read across a row); "rows" prints one block per row,
+# its keys as the heading and `label  value` lines under it (prose reads down).
+Stack = Literal["panels", "rows"]
+
+_UNBOUNDED = 10_000  # a width no table reaches: measured there, a table reports the width it needs whole
+
+
+def _plain(cell: RenderableType) -> str | None:
+    """A cell's text; None for a renderable that is not text (it measures itself)."""
+    if isinstance(cell, Text):
+        return cell.plain
+    return cell if isinstance(cell, str) else None
+
+
+# A prose column (one that wraps) narrower than this reads a few words a line: the table stacks instead. A word
+# longer than it (a file name such as a8w8_blockscale_tuned_fmoe_glm5.csv, 35) folds; figures (11 at most,
+# "301,989,888") and ids in prose stay whole.
+_PROSE_MIN = 30
+
+
+def _whole_width(column: Column) -> int:
+    """The narrowest the column can be without cutting a cell: its longest line if it never wraps (figures, ids),
+    else that or `_PROSE_MIN`, whichever is less (prose wraps between words)."""
+    texts = [t for t in (_plain(c) for c in (column.header, *column.cells)) if t is not None]
+    longest = max((cell_len(line) for t in texts for line in t.splitlines()), default=1)
+    return longest if column.no_wrap else min(longest, _PROSE_MIN)
+
+
+def _needs(console: Console, options: ConsoleOptions, table: Table) -> int:
+    return Measurement.get(console, options.update_width(_UNBOUNDED), table).minimum
+
+
+class FitTable(Table):
+    """A Table that never cuts a cell's figure or id: whole where the console holds it, prose wrapped, else
+    stacked (see `Stack`); the layout is picked from the width it is rendered at, so builders stay pure."""
+
+    def __init__(self, title: str | None = None, *, keys: int = 1, stack: Stack = "panels") -> None:
+        super().__init__(title=title)
+        self.keys = keys  # the leading columns that name a row: repeated in each panel, a block's heading
+        self.stack: Stack = stack
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        """The whole table where it fits `options.max_width`, else panels, else one block per row."""
+        for column in self.columns:
+            column.min_width = _whole_width(column)  # rich would shrink a column below its cells; this bars it
+            if not column.no_wrap:
+                column.overflow = "fold"  # a prose word wider than its column breaks, never ends in "…"
+        if _needs(console, options, self) <= options.max_width:
+            yield from super().__rich_console__(console, options)
+            return
+        panels = self._panels(console, options) if self.stack == "panels" else None
+        yield from panels if panels is not None else self._blocks()
+
+    def _panel(self, columns: Sequence[Column], title: str | None) -> Table:
+        panel = Table(*(c.copy() for c in columns), title=title, box=self.box, show_lines=self.show_lines)
+        cells = [list(c.cells) for c in columns]
+        for index, row in enumerate(self.rows):
+            panel.add_row(*(column[index] for column in cells), style=row.style, end_section=row.end_section)
+        return panel
+
+    def _panels(self, console: Console, options: ConsoleOptions) -> list[Table] | None:
+        """The keys beside consecutive runs of the other columns, each as wide as fits; None if one column
+        beside the keys is already too wide."""
+        keys = self.columns[: self.keys]
+        groups: list[list[Column]] = [[]]
+        for column in self.columns[self.keys:]:
+            trial = [*groups[-1], column]
+            if groups[-1] and _needs(console, options, self._panel([*keys, *trial], None)) > options.max_width:
+                groups.append([column])
+            else:
+                groups[-1] = trial
+        title = str(self.title) if self.title is not None else None
+        panels = [self._panel([*keys, *group], title if i == 0 else None) for i, group in enumerate(groups)]
+        if any(_needs(console, options, p) > options.max_width for p in panels):
+            return None
+        return panels
+
+    def _blocks(self) -> Iterator[RenderableType]:
+        """One block per row: the key cells as a heading, each other column as an indented `label  value`."""
+        if self.title is not None:
+            yield Text(str(self.title), style="table.title")
+        columns = [list(c.cells) for c in self.columns]
+        labels = [" ".join((_plain(c.header) or "").split()) for c in self.columns]
+        for index in range(self.row_count):
+            heading = Text(" ").join(_as_text(cells[index]) for cells in columns[: self.keys])
+            heading.stylize("bold")
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(no_wrap=True)
+            grid.add_column(overflow="fold")  # only a word wider than the whole console is folded
+            for label, cells in zip(labels[self.keys:], columns[self.keys:], strict=True):
+                grid.add_row(label, cells[index])
+            if index:
+                yield Text("")
+            yield heading
+            yield Padding(grid, (0, 0, 0, 2), expand=False)
+
+
+def _as_text(cell: RenderableType) -> Text:
+    return cell if isinstance(cell, Text) else Text(_plain(cell) or "")
 
 
 def scenario_title(scenario_id: str, scenario: MoEScenario) -> str:
@@ -44,15 +149,15 @@ def fmt_micros(value: float | None) -> str:
     return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
 
 
-def footprint_table(rows: Sequence[FootprintRow], title: str | None = None) -> Table:
+def footprint_table(rows: Sequence[FootprintRow], title: str | None = None) -> FitTable:
     """One line per (T, policy): dispatch, buffer bytes, overflow (red when > 0, green at 0) and ratio."""
-    table = Table(title=title)
-    table.add_column("T", justify="right")
+    table = FitTable(title=title, keys=2)
+    table.add_column("T", justify="right", no_wrap=True)
     table.add_column("policy", no_wrap=True)
-    # Two-line headers keep the table 109 columns wide: it fits 120 without cutting "rows_plus_topk".
+    # Two-line headers keep the whole table 109 columns wide, inside 120; narrower, (T, policy) repeat in panels.
     for header in ("block_m", "splitk", "sorted_size", "alloc\nbytes", "memset\nbytes", "scatter\nrows",
                    "overflow\nbytes", "ratio"):
-        table.add_column(header, justify="right")
+        table.add_column(header, justify="right", no_wrap=True)
     for row in rows:
         overflow = Text(fmt_count(row.predicted_overflow_bytes),
                         style="red" if row.predicted_overflow_bytes else "green")
@@ -95,14 +200,14 @@ def result_cells(r: CaseResult) -> ResultCells:
                        fmt_micros(r.replay_us))
 
 
-def run_table(results: Sequence[CaseResult], title: str | None = None) -> Table:
+def run_table(results: Sequence[CaseResult], title: str | None = None) -> FitTable:
     """One line per (variant, T) of one scenario: verdict, pass, the farthest overrun, error, replay time.
 
     A verdict the case could not fully check (see `CaseResult.limits`) reads `clean*`, never plain `clean`.
     """
-    table = Table(title=title)
+    table = FitTable(title=title, keys=2)
     table.add_column("variant", no_wrap=True)
-    table.add_column("T", justify="right")
+    table.add_column("T", justify="right", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
     table.add_column("pass", no_wrap=True)
     table.add_column("buffer", no_wrap=True)
@@ -116,24 +221,28 @@ def run_table(results: Sequence[CaseResult], title: str | None = None) -> Table:
     return table
 
 
-def violation_table(result: CaseResult) -> Table:
+def fmt_op(op: str | None, arg: str | None) -> str:
+    """`moe_stage1`, `moe_stage1(out_ptr)` where the kernel's argument is known; `-` for no op."""
+    return f"{op}({arg})" if op and arg else op or "-"
+
+
+def violation_table(result: CaseResult) -> FitTable:
     """Every violation of one case: the buffer (a view of part of it as `ws[at:end]`), read or write, its figures,
     the op that made it (with the kernel's argument, where known), the other buffers it reached and the call site.
     A figure at a guard's far end reads `≥` (or `≤` before the start): the true extent is at least that."""
-    table = Table(title=f"{result.scenario} {result.variant} T={result.capture_size}: {verdict_text(result)}")
+    table = FitTable(title=f"{result.scenario} {result.variant} T={result.capture_size}: {verdict_text(result)}")
     table.add_column("buffer", no_wrap=True)
-    table.add_column("side")
-    table.add_column("access")
+    table.add_column("side", no_wrap=True)
+    table.add_column("access", no_wrap=True)
     for header in ("first", "last", "bytes", "rows"):
-        table.add_column(header, justify="right")
-    table.add_column("op")
-    table.add_column("into")
-    table.add_column("site")
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("op", no_wrap=True)
+    table.add_column("into", no_wrap=True)
+    table.add_column("site")  # `path:line in function`: wraps between its words
     for v in result.violations:
         name = v.buffer if v.at is None else f"{v.buffer}[{v.at:,}:{v.at + v.buffer_bytes:,}]"
         first = ("≤" if v.at_least and v.side == "underflow" else "") + fmt_count(v.first_offset)
         last = ("≥" if v.at_least and v.side == "overflow" else "") + fmt_count(v.last_offset)
-        op = f"{v.op}({v.arg})" if v.op and v.arg else v.op or "-"
-        table.add_row(name, v.side, v.access, first, last, fmt_count(v.bytes), fmt_count(v.rows), op,
+        table.add_row(name, v.side, v.access, first, last, fmt_count(v.bytes), fmt_count(v.rows), fmt_op(v.op, v.arg),
                       ", ".join(v.hits) or "-", v.site)
     return table

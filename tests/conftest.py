@@ -10,6 +10,12 @@ import torch
 from graph_harness.core.triton_env import device as kernel_device
 
 
+@pytest.fixture(autouse=True)
+def _pipe_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's width is the pipe's (120) unless a test sets COLUMNS: pytest-xdist's workers inherit COLUMNS=80."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
 @pytest.fixture
 def device() -> torch.device:
     return kernel_device()

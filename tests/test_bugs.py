@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import random
@@ -261,32 +262,36 @@ def _result(variant: str, verdict: Verdict, violations: tuple[Violation, ...], e
 
 
 REPRODUCE_GOLDEN = """\
-        b1: memset overrun (aiter #2508), T=1
-┏━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━┓
-┃                 ┃ buggy                ┃ fixed     ┃
-┡━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━┩
-│ variant         │ s1 original          │ s1 pr2551 │
-│ verdict         │ oob-write            │ clean     │
-│ expected        │ oob-write            │ clean     │
-│ buffer          │ tmp_out              │ -         │
-│ bytes allocated │ 131,072              │ -         │
-│ bytes written   │ 2,097,152            │ -         │
-│ overflow ratio  │ 16.0x                │ -         │
-│ corrupted range │ 131,072 .. 2,097,151 │ -         │
-│ max rel err     │ 1.0e+00              │ 3.1e-03   │
-│ result          │ detected             │ clean     │
-└─────────────────┴──────────────────────┴───────────┘"""
+                        b1: memset overrun (aiter #2508), T=1
+┏━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓
+┃                 ┃ buggy                          ┃ fixed                          ┃
+┡━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┩
+│ variant         │ s1 original                    │ s1 pr2551                      │
+│ runs            │ MoE K/N/E/topk 7168/2048/256/8 │ MoE K/N/E/topk 7168/2048/256/8 │
+│ block_m         │ 16                             │ 16                             │
+│ splitk          │ 2                              │ 2                              │
+│ verdict         │ oob-write                      │ clean                          │
+│ expected        │ oob-write                      │ clean                          │
+│ op              │ moe_stage1                     │ -                              │
+│ buffer          │ tmp_out                        │ tmp_out                        │
+│ bytes allocated │ 131,072                        │ 2,097,152                      │
+│ bytes written   │ 2,097,152                      │ -                              │
+│ overflow ratio  │ 16.0x                          │ -                              │
+│ corrupted range │ 131,072 .. 2,097,151           │ -                              │
+│ max rel err     │ 1.0e+00                        │ 3.1e-03                        │
+│ result          │ detected                       │ clean                          │
+└─────────────────┴────────────────────────────────┴────────────────────────────────┘"""
 
 
 def test_reproduce_table_golden() -> None:
     bug = Bug.model_validate(_bug(), context={"scenarios": SCENARIOS_FOR_GOLDEN})
     overrun = Violation("tmp_out", "fused_moe.py:140", "overflow", 0, 1_966_079, 1_966_080, 960, 131_072,
                         "moe_stage1", ("eager",))
-    rep = Reproduction("b1", bug, _result("original", Verdict.OOB_WRITE, (overrun,), 1.0),
-                       _result("pr2551", Verdict.CLEAN, (), 0.0031))
+    fixed = dataclasses.replace(_result("pr2551", Verdict.CLEAN, (), 0.0031), buffers={"tmp_out": 2_097_152})
+    rep = Reproduction("b1", bug, _result("original", Verdict.OOB_WRITE, (overrun,), 1.0), fixed)
     assert figures(bug.buggy, rep.buggy).ratio == 16.0
     assert rep.reproduced
-    assert _render(reproduce_table(rep)) == REPRODUCE_GOLDEN
+    assert _render(reproduce_table(rep, SCENARIOS_FOR_GOLDEN)) == REPRODUCE_GOLDEN
 
 
 # list and schema ---------------------------------------------------------------------------------------------

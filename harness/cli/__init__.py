@@ -7,6 +7,8 @@ them and maps bad input to one line and exit code 2.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -19,8 +21,8 @@ from graph_harness.cli.report import add_report
 from graph_harness.cli.run import add_footprint, add_run
 from graph_harness.errors import BadInput, one_line
 
-# A pipe (CI log, pytest capsys) gets rich's 80-column default, which cuts the 109-column footprint table's
-# byte figures to "2,09…"; a pipe has no width to respect, so it gets this one.
+# A pipe (CI log, pytest capsys) without COLUMNS gets this, not rich's 80: wide enough that the 109-column
+# footprint table prints whole rather than in panels. COLUMNS, when set, is what the reader asked for.
 _PIPE_WIDTH = 120
 
 # A subcommand's body: parsed arguments and the stdout console in, exit code out.
@@ -48,9 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _columns() -> int | None:
+    """COLUMNS as a width when it is a positive integer; None when unset or not one (`0`, `-5`, `wide`)."""
+    text = os.environ.get("COLUMNS", "").strip()
+    return int(text) if text.isascii() and text.isdigit() and int(text) > 0 else None
+
+
 def _console() -> Console:
-    console = Console()
-    return console if console.is_terminal else Console(width=_PIPE_WIDTH)
+    """stdout's console: COLUMNS wide when set, else the terminal's width, else (a pipe) `_PIPE_WIDTH`."""
+    # Both sizes given, rich never reads COLUMNS itself: it takes 0 as a width, and "²" (a digit to str.isdigit)
+    # raises. shutil skips a bad value and asks the terminal.
+    size = shutil.get_terminal_size()
+    width = _columns()
+    if width is None:
+        width = size.columns if Console(width=_PIPE_WIDTH, height=size.lines).is_terminal else _PIPE_WIDTH
+    return Console(width=width, height=size.lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -51,7 +51,7 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
         if args.json is not None:  # what finished is kept, should the other variant fail
             write_json(args.json, {"bug": args.bug, **{s: r.record() for s, r in ran.items()}})
     rep = Reproduction(args.bug, bug, ran["buggy"], ran["fixed"])
-    console.print(reproduce_table(rep))
+    console.print(reproduce_table(rep, scenarios))
     if args.json is not None:
         write_json(args.json, rep.record())
     for side, result, ok in (("buggy", rep.buggy, rep.detected), ("fixed", rep.fixed, rep.clean)):

@@ -96,7 +96,7 @@ def run_and_judge(cases: Sequence[Case], workloads: Mapping[int, Workload], guar
             tolerance=workloads[case.capture_size].tolerance, eager_us=_median(outcome.eager_us),
             replay_us=_median(outcome.replay_us), error=outcome.error, notes=tuple(notes),
             limits=limits, params=dict(case.params), repro=case.repro, env=environment(), unguarded=unguarded,
-            persistent=guards.persistent(case.capture_size)))
+            persistent=guards.persistent(case.capture_size), buffers=guards.sizes(case.capture_size)))
     return results
 
 

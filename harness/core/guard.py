@@ -461,6 +461,7 @@ class Guards:
         self._findings: dict[tuple[int | None, str, str, Side], _Finding] = {}
         self._strays: dict[tuple[Any, ...], _Stray] = {}
         self._unguarded: dict[tuple[int | None, str, str], int] = {}  # (tag, kernel, param) -> bytes of its view
+        self._sizes: dict[tuple[int | None, str], int] = {}  # (tag, buffer name) -> bytes, the largest carved
         self._outside: list[tuple[int, int]] = []  # address ranges of inputs and constants left unguarded (limits)
         self.phase = ""  # the run in progress (see `running`)
         self.watching = False  # the per-launch write set is taken (see watching_writes)
@@ -565,6 +566,7 @@ class Guards:
         buf = Buffer(name, site, start, nbytes, guard, right, row_bytes, self._tag, poison)
         self._used = start + nbytes + right
         self.buffers.append(buf)
+        self._sizes[self._tag, name] = max(nbytes, self._sizes.get((self._tag, name), 0))
         self._layout = None
         if not capturing:
             self._arm_with(_Layout.of([buf], self.device), self._words[self.fill])
@@ -670,6 +672,15 @@ class Guards:
         """The buffers the op cached, as `name (site): N B`, of capture size `tag` and those shared by all."""
         return tuple(f"{b.name} ({b.site}): {b.nbytes:,} B" for b in self.buffers
                      if b.persistent and (tag is None or b.tag in (None, tag)))
+
+    def sizes(self, tag: int | None = None) -> dict[str, int]:
+        """Bytes of every buffer carved for capture size `tag` (and those shared by all), by name, the largest
+        where a name recurs: what a clean case allocated, which its violations cannot say."""
+        sizes: dict[str, int] = {}
+        for (t, name), nbytes in self._sizes.items():
+            if tag is None or t in (None, tag):
+                sizes[name] = max(nbytes, sizes.get(name, 0))
+        return sizes
 
     @contextmanager
     def _setting(self, attribute: str, value: object) -> Iterator[None]:

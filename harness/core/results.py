@@ -75,6 +75,9 @@ class CaseResult:
     # Buffers the op allocated and still pointed at after it returned (a cached workspace): they keep their
     # arenas and guards across calls and replays, checked like any other.
     persistent: tuple[str, ...] = ()
+    # Bytes of every guarded buffer of the case (the op's allocations, its inputs and constants) by name, the
+    # largest where a name recurs: a clean result has no violation to say how big the buffer a bug is about was.
+    buffers: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def worst(self) -> Violation | None:

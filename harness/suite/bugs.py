@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
@@ -28,6 +28,7 @@ from graph_harness.schema import Frozen, Text, bad_entry, check_id, file_schema,
 from graph_harness.suite.files import REGISTRY_FILE, Scenario, load_scenarios, scenario_files
 
 Bytes = Annotated[int, Strict(), Field(ge=1)]
+Side = Literal["buggy", "fixed"]
 
 
 class BugSide(Frozen):
@@ -152,7 +153,8 @@ def pick_bug(bugs: Mapping[str, Bug], bug_id: str, path: Path) -> Bug:
 
 @dataclass(frozen=True)
 class Figures:
-    """What one variant's run showed: the verdict and, when a buffer was corrupted, by how much."""
+    """What one variant's run showed: the verdict, the size of the buffer the bug is about (clean or not) and,
+    when it was corrupted, by how much and by which op."""
 
     verdict: Verdict
     buffer: str | None
@@ -160,6 +162,8 @@ class Figures:
     written: int | None  # allocated + extent
     first: int | None  # corrupted range, in bytes from the buffer's start (negative: before it)
     last: int | None
+    op: str | None = None  # the op whose launch made the violation
+    arg: str | None = None  # the kernel's parameter it went through, where the lane checker saw it
 
     @property
     def ratio(self) -> float | None:
@@ -169,24 +173,27 @@ class Figures:
         return self.written / self.allocated
 
 
-def _pick_violation(variant: BugSide, violations: tuple[Violation, ...]) -> Violation | None:
+def _pick_violation(buffer: str | None, violations: tuple[Violation, ...]) -> Violation | None:
     """The violation of the registry's buffer if there is one, else the farthest-reaching."""
-    named = [v for v in violations if v.buffer == variant.buffer]
+    named = [v for v in violations if v.buffer == buffer]
     if named:
         return named[0]
     return violations[0] if violations else None
 
 
-def figures(variant: BugSide, result: CaseResult) -> Figures:
-    """The figures of a variant's result, read off the violation the registry names."""
-    v = _pick_violation(variant, result.violations)
+def figures(variant: BugSide, result: CaseResult, buffer: str | None = None) -> Figures:
+    """The figures of a variant's result, read off the violation of the buffer the registry names for it (else
+    `buffer`: a clean side names none); with no violation, that buffer's size as the guards carved it."""
+    name = variant.buffer or buffer
+    v = _pick_violation(name, result.violations)
     if v is None:
-        return Figures(result.verdict, None, None, None, None, None)
+        allocated = result.buffers.get(name) if name else None
+        return Figures(result.verdict, name if allocated is not None else None, allocated, None, None, None)
     if v.side == "overflow":
         first, last = v.buffer_bytes + v.first_offset, v.buffer_bytes + v.last_offset
     else:
         first, last = v.first_offset, v.last_offset
-    return Figures(result.verdict, v.buffer, v.buffer_bytes, v.buffer_bytes + v.extent, first, last)
+    return Figures(result.verdict, v.buffer, v.buffer_bytes, v.buffer_bytes + v.extent, first, last, v.op, v.arg)
 
 
 def matches(variant: BugSide, found: Figures) -> bool:
@@ -207,10 +214,17 @@ class Reproduction:
     buggy: CaseResult
     fixed: CaseResult
 
+    def figures(self, side: Side) -> Figures:
+        """What one side showed of the buffer the bug is about: the registry's for the buggy side, and the same
+        buffer on the fixed side, which the registry (a clean verdict states no bytes) cannot name."""
+        if side == "buggy":
+            return figures(self.bug.buggy, self.buggy)
+        return figures(self.bug.fixed, self.fixed, self.bug.buggy.buffer)
+
     @property
     def detected(self) -> bool:
         """The buggy variant met its scenario's expectation, and shows the registry's verdict and bytes."""
-        return self.buggy.passed and matches(self.bug.buggy, figures(self.bug.buggy, self.buggy))
+        return self.buggy.passed and matches(self.bug.buggy, self.figures("buggy"))
 
     @property
     def clean(self) -> bool:
