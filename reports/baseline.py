@@ -12,8 +12,9 @@ from rich.text import Text
 
 from graph_harness.core.results import CaseResult, Environment
 from graph_harness.core.verdict import Verdict
+from graph_harness.reports.timing import comparable
 
-DEFAULT_LATENCY_THRESHOLD = 10.0  # percent; a CPU interpreter run varies by ~5% from one night to the next
+DEFAULT_LATENCY_THRESHOLD = 10.0  # percent
 
 # A case's identity across runs; a second seed of the same case is the same case.
 Key = tuple[str, str, int]
@@ -28,6 +29,22 @@ def splitk_of(result: CaseResult) -> int:
     """The split-K a case ran with (an MoE case's `splitk` parameter); 0 for a case without one."""
     value = result.params.get("splitk", 0)
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+# A case's outcome against its scenario's expectation, which the heatmap colours (the verdict is the cell's text).
+Outcome = Literal["passed", "failed", "detection regression"]
+OUTCOMES: tuple[Outcome, ...] = ("passed", "failed", "detection regression")
+
+
+def outcome(result: CaseResult) -> Outcome:
+    """`passed`; `detection regression` when the case found less than its expectation promised (an oob-write
+    variant that came out clean, or only a mismatch); `failed` for any other failure (a clean variant that
+    corrupted a guard, a crash)."""
+    if result.passed:
+        return "passed"
+    if result.expected != Verdict.CLEAN and result.verdict.rank > result.expected.rank:
+        return "detection regression"
+    return "failed"
 
 
 @dataclass(frozen=True)
@@ -109,6 +126,7 @@ class BaselineDiff:
     detection_regressions: tuple[CaseChange, ...]  # a buggy variant's violation found in the baseline, missed now
     latency_regressions: tuple[LatencyChange, ...]
     threshold_pct: float
+    timed: int = 0  # cases whose replay times compared: GPU graph replays on a device of the same name both times
 
     @property
     def failing(self) -> bool:
@@ -139,6 +157,7 @@ def compare(current: Sequence[CaseResult], baseline: Sequence[CaseResult],
     fixed: list[CaseChange] = []
     detection: list[CaseChange] = []
     latency: list[LatencyChange] = []
+    timed = 0
     for key, r in now.items():
         old = before.get(key)
         change = CaseChange(r.scenario, r.variant, r.capture_size, r.expected, None if old is None else old.verdict,
@@ -149,14 +168,16 @@ def compare(current: Sequence[CaseResult], baseline: Sequence[CaseResult],
                 detection.append(change)
         elif r.passed and old is not None and not old.passed:
             fixed.append(change)
-        if old is not None and old.replay_us and r.replay_us is not None:
+        if old is not None and old.replay_us and r.replay_us is not None and comparable(old, r):
+            timed += 1
             moved = LatencyChange(r.scenario, r.variant, r.capture_size, splitk_of(r), old.replay_us, r.replay_us)
             if moved.percent > threshold_pct:
                 latency.append(moved)
     return BaselineDiff(
         compared=len(now.keys() & before.keys()), added=len(now.keys() - before.keys()),
         dropped=len(before.keys() - now.keys()), new_failures=tuple(new_failures), fixed=tuple(fixed),
-        detection_regressions=tuple(detection), latency_regressions=tuple(latency), threshold_pct=threshold_pct)
+        detection_regressions=tuple(detection), latency_regressions=tuple(latency), threshold_pct=threshold_pct,
+        timed=timed)
 
 
 def plural(count: int, noun: str) -> str:
@@ -167,10 +188,12 @@ def plural(count: int, noun: str) -> str:
 def diff_headline(diff: BaselineDiff) -> str:
     """One line: the counts of every kind of change, and whether they fail the job."""
     verdict = "FAIL" if diff.failing else "ok"
+    latency = (f"{plural(len(diff.latency_regressions), 'replay latency regression')} over "
+               f"{diff.threshold_pct:g}% ({diff.timed} timed on the same GPU both runs)" if diff.timed else
+               "replay latency not compared (no case ran on the same GPU both runs)")
     return (f"{verdict}: {plural(len(diff.new_failures), 'new failure')} "
             f"({plural(len(diff.detection_regressions), 'detection regression')}), {len(diff.fixed)} fixed, "
-            f"{plural(len(diff.latency_regressions), 'replay latency regression')} over {diff.threshold_pct:g}%; "
-            f"{plural(diff.compared, 'case')} compared, {diff.added} new, {diff.dropped} not run")
+            f"{latency}; {plural(diff.compared, 'case')} compared, {diff.added} new, {diff.dropped} not run")
 
 
 def _outcome(verdict: str | None, passed: bool | None) -> str:

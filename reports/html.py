@@ -16,7 +16,16 @@ from graph_harness.reports.baseline import (
     diff_rows,
     job_failed,
 )
-from graph_harness.reports.summary import DIFF_HEADERS, RESULT_HEADERS, headline, result_rows, summary_lines
+from graph_harness.reports.history import HISTORY_HEADERS
+from graph_harness.reports.summary import (
+    DIAGNOSIS_HEADERS,
+    DIFF_HEADERS,
+    RESULT_HEADERS,
+    diagnosis_rows,
+    headline,
+    result_rows,
+    summary_lines,
+)
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -29,6 +38,8 @@ th, td { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: left; }
 td.FAIL, td.regression { color: #b00; font-weight: bold; }
 td.ok, td.fixed { color: #170; }
 td.latency { color: #a60; }
+td.failed, td.detection-regression { color: #b00; font-weight: bold; }
+td.passed { color: #170; }
 dl.summary { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }
 dl.summary dt { font-weight: bold; }
 dl.summary dd { margin: 0; }
@@ -69,8 +80,10 @@ def data_uri(png: bytes) -> str:
 
 
 def report_html(results: Sequence[CaseResult], summary: Summary, diff: BaselineDiff | None, generated: datetime,
-                images: Sequence[tuple[str, bytes]] = ()) -> str:
-    """The whole report.html: status and summary first, then baseline changes, failures, figures, every result."""
+                images: Sequence[tuple[str, bytes]] = (),
+                history: Sequence[Sequence[str]] = ()) -> str:
+    """The whole report.html: status and summary first, then baseline changes, failures, the nights' history,
+    the diagnosis of every failed or detecting case, figures and every result."""
     failed = job_failed(summary, diff)
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            "<title>graph-harness report</title>", f"<style>{_CSS}</style>", f"<script>{_SCRIPT}</script>",
@@ -93,6 +106,16 @@ def report_html(results: Sequence[CaseResult], summary: Summary, diff: BaselineD
             out.append(f"<li>{escape(f'{r.scenario} {r.variant} T={r.capture_size}')}: {escape(r.verdict)} "
                        f"(expected {escape(r.expected)}): {escape(r.reason)}{repro}</li>")
         out += ["</ul>", "</section>"]
+    if history:
+        out += ['<section id="history">', "<h2>History</h2>",
+                "<p>One row per night, this run last; replay times are GPU graph replays only.</p>",
+                _table(HISTORY_HEADERS, history), "</section>"]
+    diagnosis = diagnosis_rows(results)
+    if diagnosis:
+        marks: list[tuple[str, ...]] = [("", row[1].replace(" ", "-")) for row in diagnosis]
+        out += ['<section id="diagnosis">', "<h2>Diagnosis</h2>",
+                "<p>What wrote or read where, for every failed or detecting case.</p>",
+                _table(DIAGNOSIS_HEADERS, diagnosis, marks), "</section>"]
     if images:
         out += ['<section id="figures">', "<h2>Figures</h2>"]
         out.extend(f'<figure><img src="{data_uri(png)}" alt="{escape(caption)}">'

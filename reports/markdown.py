@@ -7,7 +7,16 @@ from datetime import datetime
 
 from graph_harness.core.results import CaseResult
 from graph_harness.reports.baseline import BaselineDiff, Summary, diff_headline, diff_rows
-from graph_harness.reports.summary import DIFF_HEADERS, RESULT_HEADERS, headline, result_rows, summary_lines
+from graph_harness.reports.history import HISTORY_HEADERS
+from graph_harness.reports.summary import (
+    DIAGNOSIS_HEADERS,
+    DIFF_HEADERS,
+    RESULT_HEADERS,
+    diagnosis_rows,
+    headline,
+    result_rows,
+    summary_lines,
+)
 
 
 def _cell(text: str) -> str:
@@ -21,8 +30,9 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def report_markdown(results: Sequence[CaseResult], summary: Summary, diff: BaselineDiff | None, generated: datetime,
-                    images: Sequence[tuple[str, str]] = ()) -> str:
-    """The whole report.md: summary first, then the baseline changes, failures, figures and every result."""
+                    images: Sequence[tuple[str, str]] = (), history: Sequence[Sequence[str]] = ()) -> str:
+    """The whole report.md: summary first, then the baseline changes, failures, the nights' history, the
+    diagnosis of every failed or detecting case, figures and every result."""
     out = ["# graph-harness report", "", f"**{headline(summary, diff)}**", "", "## Summary", ""]
     out.extend(f"- {label}: {text}" for label, text in summary_lines(summary, diff, generated))
     if diff is not None:
@@ -34,6 +44,14 @@ def report_markdown(results: Sequence[CaseResult], summary: Summary, diff: Basel
         for r in summary.failures:
             out.append(f"- {r.scenario} {r.variant} T={r.capture_size}: {r.verdict} (expected {r.expected}): "
                        f"{r.reason}" + (f"; repro: `{r.repro}`" if r.repro else ""))
+    if history:
+        out += ["", "## History", "", "One row per night, this run last; replay times are GPU graph replays only.",
+                ""]
+        out.extend(_table(HISTORY_HEADERS, history))
+    diagnosis = diagnosis_rows(results)
+    if diagnosis:
+        out += ["", "## Diagnosis", "", "What wrote or read where, for every failed or detecting case.", ""]
+        out.extend(_table(DIAGNOSIS_HEADERS, diagnosis))
     if images:
         out += ["", "## Figures", ""]
         for alt, path in images:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd  # type: ignore[import-untyped,unused-ignore]
 from rich.console import Console
 
 from graph_harness.cli.common import (
@@ -33,18 +34,22 @@ from graph_harness.reports.baseline import (
     summarize,
 )
 from graph_harness.reports.frame import csv_text, frame_results, parquet_bytes, read_csv, read_parquet, results_frame
+from graph_harness.reports.history import NEEDED, history_frame, history_rows, history_table
 from graph_harness.reports.html import report_html
 from graph_harness.reports.markdown import report_markdown
-from graph_harness.reports.plots import latency_plot, verdict_heatmap
+from graph_harness.reports.plots import history_plot, latency_plot, verdict_heatmap
 from graph_harness.reports.summary import headline
 
 EXIT_FAILED = 1
 RESULTS_PARQUET, RESULTS_CSV = "results.parquet", "results.csv"
 # (caption, file name) of each figure; report.md links the files, report.html inlines the same bytes.
-FIGURES = (("verdict per scenario x capture size, per policy", "verdicts.png"),
+FIGURES = (("outcome against expectation per scenario x capture size, per variant; the text is the verdict",
+            "verdicts.png"),
            ("replay latency against capture size: split-K (filled) against ksplit = 1 (hollow)", "latency.png"))
+HISTORY_FIGURE = ("failed and detected cases, and the median GPU replay time, per night", "history.png")
 _RUN_FLAGS = ("scenarios", "variants", "sizes", "seed", "replays", "guard_budget", "scenario_dir")
 _FROM_BASELINE = "a folder written by graph-harness report --out (results.parquet or results.csv)"
+_HISTORY = "report --out folders, or folders holding them (one per night)"
 
 
 def _threshold(text: str) -> float:
@@ -64,6 +69,9 @@ def add_report(sub: Subparsers) -> None:
     parser.add_argument("--out", type=Path, default=Path("report"), metavar="DIR",
                         help="folder for results.parquet/.csv, report.md, report.html (default: ./report)")
     parser.add_argument("--baseline", type=Path, metavar="DIR", help="an earlier report's --out folder to compare to")
+    parser.add_argument("--history", nargs="+", type=Path, metavar="DIR",
+                        help="earlier --out folders, or a folder of them, one per night: failures, detections and "
+                             "replay time per night, this run last")
     parser.add_argument("--from-json", type=Path, metavar="FILE",
                         help="report on a `graph-harness run --json` file instead of running")
     parser.add_argument("--latency-threshold", type=_threshold, default=DEFAULT_LATENCY_THRESHOLD, metavar="PCT",
@@ -82,19 +90,56 @@ def _write_results(out: Path, results: Sequence[CaseResult], stamps: Sequence[da
     _write(out / RESULTS_CSV, csv_text(frame))
 
 
+def _results_file(directory: Path) -> Path | None:
+    parquet, csv = directory / RESULTS_PARQUET, directory / RESULTS_CSV
+    return parquet if parquet.is_file() else csv if csv.is_file() else None
+
+
+def _read_frame(source: Path, flag: str, allowed: str) -> pd.DataFrame:
+    try:
+        if source.suffix == ".parquet":
+            return read_parquet(source.read_bytes())
+        return read_csv(source.read_text("utf-8"))
+    except (OSError, ValueError) as err:  # pandas' parser and empty-data errors are ValueErrors
+        raise bad_value(flag, "", display_path(source), allowed, str(err)) from err
+
+
 def _read_baseline(directory: Path) -> list[CaseResult]:
     shown = display_path(directory)
     if not directory.is_dir():
         raise bad_value("--baseline", "", shown, _FROM_BASELINE, "no such folder")
-    parquet, csv = directory / RESULTS_PARQUET, directory / RESULTS_CSV
-    source = parquet if parquet.is_file() else csv if csv.is_file() else None
+    source = _results_file(directory)
     if source is None:
         raise bad_value("--baseline", "", shown, _FROM_BASELINE, "it holds neither")
     try:
-        frame = read_parquet(source.read_bytes()) if source == parquet else read_csv(source.read_text("utf-8"))
-        return frame_results(frame)
-    except (OSError, ValueError) as err:  # pandas' parser and empty-data errors are ValueErrors
+        return frame_results(_read_frame(source, "--baseline", _FROM_BASELINE))
+    except ValueError as err:
         raise bad_value("--baseline", "", display_path(source), _FROM_BASELINE, str(err)) from err
+
+
+def _read_history(folders: Sequence[Path], out: Path) -> list[tuple[str, pd.DataFrame]]:
+    """(label, frame) per night, oldest first: each folder is a night's --out, or holds such folders. The --out
+    this report writes is left out: this run is the last night."""
+    found: dict[Path, Path] = {}  # night folder -> its results file
+    for folder in folders:
+        if not folder.is_dir():
+            raise bad_value("--history", "", display_path(folder), _HISTORY, "no such folder")
+        nights = [folder] if _results_file(folder) else sorted(p for p in folder.iterdir() if p.is_dir())
+        held = {night: source for night in nights if (source := _results_file(night)) is not None}
+        if not held:
+            raise bad_value("--history", "", display_path(folder), _HISTORY,
+                            f"neither it nor a folder in it holds {RESULTS_PARQUET} or {RESULTS_CSV}")
+        found.update({night: source for night, source in held.items() if night.resolve() != out.resolve()})
+    names = [night.name for night in found]
+    read = []
+    for night, source in found.items():
+        frame = _read_frame(source, "--history", _HISTORY)
+        missing = [c for c in NEEDED if c not in frame.columns]
+        if missing:
+            raise bad_value("--history", "", display_path(source), _HISTORY, f"missing columns {', '.join(missing)}")
+        read.append((night.name if names.count(night.name) == 1 else display_path(night), frame))
+    never = pd.Timestamp.min.tz_localize("UTC")  # a night with no rows sorts first
+    return sorted(read, key=lambda night: night[1]["timestamp"].max() if len(night[1]) else never)
 
 
 def _read_json(path: Path) -> tuple[list[CaseResult], datetime]:
@@ -150,11 +195,12 @@ def _report(args: argparse.Namespace, console: Console) -> int:
         given = [f for f in _RUN_FLAGS if getattr(args, f) not in (None, [])]
         if given:
             raise bad_value("--from-json", "", f"{display_path(args.from_json)} with {', '.join(given)}",
-                            "--from-json with --out, --baseline and --latency-threshold only")
+                            "--from-json with --out, --baseline, --history and --latency-threshold only")
     if args.baseline is not None and args.baseline.resolve() == args.out.resolve():
         raise bad_value("--baseline", "", display_path(args.baseline),
                         "an earlier report's folder, not the --out this report overwrites")
     baseline = _read_baseline(args.baseline) if args.baseline is not None else None
+    nights = _read_history(args.history, args.out) if args.history else None  # bad folders fail before the run
     results: list[CaseResult] = []
     stamps: list[datetime] = []
     planned: list[int] = []
@@ -173,13 +219,20 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     summary = summarize(results, planned[0] if planned else None, interrupted)
     diff = compare(results, baseline, args.latency_threshold) if baseline is not None else None
     generated = datetime.now(timezone.utc)
-    pngs = (verdict_heatmap(results), latency_plot(results))
-    figures = [(caption, name, png) for (caption, name), png in zip(FIGURES, pngs, strict=True)]
+    figures = [(*FIGURES[0], verdict_heatmap(results)), (*FIGURES[1], latency_plot(results))]
+    history = None
+    if nights is not None:
+        history = history_frame([*nights, (f"{args.out.name} (this run)", results_frame(results, stamps))])
+        figures.append((*HISTORY_FIGURE, history_plot(history)))
     for _, name, png in figures:
         _write(args.out / name, png)
-    _write(args.out / "report.md", report_markdown(results, summary, diff, generated, images=FIGURES))
-    _write(args.out / "report.html", report_html(results, summary, diff, generated,
+    nightly = history_rows(history) if history is not None else ()
+    _write(args.out / "report.md", report_markdown(results, summary, diff, generated, history=nightly,
+                                                   images=[(caption, name) for caption, name, _ in figures]))
+    _write(args.out / "report.html", report_html(results, summary, diff, generated, history=nightly,
                                                  images=[(caption, png) for caption, _, png in figures]))
+    if history is not None:
+        console.print(history_table(history))
     if diff is not None:
         if diff.new_failures or diff.fixed or diff.latency_regressions:
             console.print(diff_table(diff))
