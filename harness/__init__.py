@@ -40,7 +40,7 @@ _PUBLIC = {
     "Expectation": "graph_harness.core.expect",
     "CaseResult": "graph_harness.core.results",
     "Environment": "graph_harness.core.results",
-    "Violation": "graph_harness.core.guard",
+    "Violation": "graph_harness.core.violation",
     "Verdict": "graph_harness.core.verdict",
     "UsageError": "graph_harness.core.guard",
     "OpSpec": "graph_harness.suite.op",
@@ -54,9 +54,10 @@ if TYPE_CHECKING:
     from graph_harness.core import expect
     from graph_harness.core.check import check
     from graph_harness.core.expect import Expectation
-    from graph_harness.core.guard import UsageError, Violation
+    from graph_harness.core.guard import UsageError
     from graph_harness.core.results import CaseResult, Environment, read_results, write_results
     from graph_harness.core.verdict import Verdict
+    from graph_harness.core.violation import Violation
     from graph_harness.suite.op import OpSpec
 
 

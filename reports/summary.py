@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from graph_harness.core.guard import Violation
 from graph_harness.core.results import CaseResult
+from graph_harness.core.violation import Violation
 from graph_harness.reports.baseline import (
     BaselineDiff,
     Summary,

@@ -17,7 +17,6 @@ from graph_harness.cli.common import (
     print_failure,
     write_json,
 )
-from graph_harness.core.guard import GuardBudgetError
 from graph_harness.core.results import CaseResult, result_schema
 from graph_harness.errors import bad_value
 from graph_harness.reports.bugs_tables import bugs_table, reproduce_table, scenarios_table
@@ -32,6 +31,9 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
     bug = pick_bug(bugs, args.bug, registry_path(directory))
     if args.json is not None:
         check_writable(args.json, "--json")  # a bad path fails now, before a minute of work
+    # Here, once the input is known good: the guards load torch and triton (1 s on CPU), so a bad id fails fast.
+    from graph_harness.core.guard import GuardBudgetError
+
     ran: dict[str, CaseResult] = {}
     for side, variant in (("buggy", bug.buggy), ("fixed", bug.fixed)):
         try:

@@ -14,9 +14,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from graph_harness.core.guard import GuardBudgetError
 from graph_harness.core.results import CaseResult
 from graph_harness.errors import bad_value, display_path
+from graph_harness.schema import Profile, profile_of
 from graph_harness.suite.plan import Plan, Selection, run_group
 
 PROG = "graph-harness"
@@ -55,6 +55,14 @@ def add_scenario_dir(parser: argparse.ArgumentParser) -> None:
                              "scenarios that ship with graph-harness)")
 
 
+def device_profile() -> Profile:
+    """The profile of the device the kernels run on. It loads torch and triton (1 s on CPU), so `make_plan` asks
+    for it only once every id and flag has been checked."""
+    from graph_harness.core.triton_env import device
+
+    return profile_of(device())
+
+
 def add_sizes(parser: argparse.ArgumentParser, what: str) -> None:
     """`--sizes T [T ...]` into `args.sizes`, the one spelling of every subcommand; `--size T` (repeatable, one
     size each, as footprint took it) adds to the same list, so that both spellings work everywhere."""
@@ -87,6 +95,8 @@ def selection(args: argparse.Namespace) -> Selection:
 def run_with_progress(plan: Plan, chosen: Selection) -> Iterator[list[CaseResult]]:
     """Run the plan's groups with a progress bar on a terminal's stderr; yields each group's results as it
     finishes, so that callers can save them before the next."""
+    from graph_harness.core.guard import GuardBudgetError  # here: the guards load torch and triton, 1 s on CPU
+
     stderr = Console(stderr=True)
     # Off in a pipe (the nightly job's log): there a stopped live display leaves a blank line before any error.
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -7,14 +7,15 @@ import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd  # type: ignore[import-untyped,unused-ignore]
 from rich.console import Console
 
 from graph_harness.cli.common import (
     EXIT_INTERRUPTED,
     Subparsers,
     add_selection,
+    device_profile,
     print_failure,
     print_limits,
     run_with_progress,
@@ -22,7 +23,6 @@ from graph_harness.cli.common import (
     write_whole,
 )
 from graph_harness.core.results import CaseResult
-from graph_harness.core.triton_env import device
 from graph_harness.errors import bad_value, display_path
 from graph_harness.reports.baseline import (
     DEFAULT_LATENCY_THRESHOLD,
@@ -33,12 +33,13 @@ from graph_harness.reports.baseline import (
     plural,
     summarize,
 )
-from graph_harness.reports.frame import csv_text, frame_results, parquet_bytes, read_csv, read_parquet, results_frame
-from graph_harness.reports.history import NEEDED, history_frame, history_rows, history_table
-from graph_harness.reports.html import report_html
-from graph_harness.reports.markdown import report_markdown
-from graph_harness.reports.plots import history_plot, latency_plot, verdict_heatmap
 from graph_harness.reports.summary import headline
+from graph_harness.suite.plan import Plan, make_plan
+
+# pandas and matplotlib (0.3 s) load in the functions that use them, torch and triton (1 s) when a case runs:
+# `--help` and a usage error must not wait for them.
+if TYPE_CHECKING:
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
 
 EXIT_FAILED = 1
 RESULTS_PARQUET, RESULTS_CSV = "results.parquet", "results.csv"
@@ -85,6 +86,8 @@ def _write(path: Path, data: bytes | str) -> None:
 
 
 def _write_results(out: Path, results: Sequence[CaseResult], stamps: Sequence[datetime]) -> None:
+    from graph_harness.reports.frame import csv_text, parquet_bytes, results_frame
+
     frame = results_frame(results, stamps)
     _write(out / RESULTS_PARQUET, parquet_bytes(frame))
     _write(out / RESULTS_CSV, csv_text(frame))
@@ -96,6 +99,8 @@ def _results_file(directory: Path) -> Path | None:
 
 
 def _read_frame(source: Path, flag: str, allowed: str) -> pd.DataFrame:
+    from graph_harness.reports.frame import read_csv, read_parquet
+
     try:
         if source.suffix == ".parquet":
             return read_parquet(source.read_bytes())
@@ -111,6 +116,8 @@ def _read_baseline(directory: Path) -> list[CaseResult]:
     source = _results_file(directory)
     if source is None:
         raise bad_value("--baseline", "", shown, _FROM_BASELINE, "it holds neither")
+    from graph_harness.reports.frame import frame_results
+
     try:
         return frame_results(_read_frame(source, "--baseline", _FROM_BASELINE))
     except ValueError as err:
@@ -120,6 +127,10 @@ def _read_baseline(directory: Path) -> list[CaseResult]:
 def _read_history(folders: Sequence[Path], out: Path) -> list[tuple[str, pd.DataFrame]]:
     """(label, frame) per night, oldest first: each folder is a night's --out, or holds such folders. The --out
     this report writes is left out: this run is the last night."""
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+
+    from graph_harness.reports.history import NEEDED
+
     found: dict[Path, Path] = {}  # night folder -> its results file
     for folder in folders:
         if not folder.is_dir():
@@ -171,16 +182,9 @@ def _prepare(out: Path) -> None:
                         err.strerror or str(err)) from err
 
 
-def _run_matrix(args: argparse.Namespace, results: list[CaseResult], stamps: list[datetime],
-                planned: list[int]) -> None:
-    """Run every planned scenario-policy group, rewriting the results after each; appends as it goes, and
-    the number of cases planned to `planned` once the plan is made."""
-    from graph_harness.schema import profile_of
-    from graph_harness.suite.plan import make_plan
-
+def _run_matrix(args: argparse.Namespace, plan: Plan, results: list[CaseResult], stamps: list[datetime]) -> None:
+    """Run every planned scenario-policy group, rewriting the results after each; appends as it goes."""
     chosen = selection(args)
-    plan = make_plan(chosen, profile_of(device()))  # bad ids and flags fail here, before anything is written
-    planned.append(plan.total)
     _prepare(args.out)
     _write_results(args.out, [], [])  # a stale run's rows never pass for this one's, and a bad --out fails now
     for group in run_with_progress(plan, chosen):
@@ -201,22 +205,31 @@ def _report(args: argparse.Namespace, console: Console) -> int:
                         "an earlier report's folder, not the --out this report overwrites")
     baseline = _read_baseline(args.baseline) if args.baseline is not None else None
     nights = _read_history(args.history, args.out) if args.history else None  # bad folders fail before the run
+    # Bad ids and flags fail here, before anything is written or the report stack loads.
+    plan = make_plan(selection(args), device_profile) if args.from_json is None else None
+    # The report stack (pandas, matplotlib: 0.3 s) loads once the flags are known good, and before the run, so
+    # that a Ctrl-C in its import never loses a finished run.
+    from graph_harness.reports.frame import results_frame
+    from graph_harness.reports.history import history_frame, history_rows, history_table
+    from graph_harness.reports.html import report_html
+    from graph_harness.reports.markdown import report_markdown
+    from graph_harness.reports.plots import history_plot, latency_plot, verdict_heatmap
+
     results: list[CaseResult] = []
     stamps: list[datetime] = []
-    planned: list[int] = []
     interrupted = False
     if args.from_json is not None:
         read, written = _read_json(args.from_json)
         _prepare(args.out)
         results, stamps = read, [written] * len(read)
         _write_results(args.out, results, stamps)
-    else:
+    elif plan is not None:
         try:
-            _run_matrix(args, results, stamps, planned)
+            _run_matrix(args, plan, results, stamps)
         except KeyboardInterrupt:
             interrupted = True
             _prepare(args.out)  # Ctrl-C while planning: the (empty) report still goes where it was asked
-    summary = summarize(results, planned[0] if planned else None, interrupted)
+    summary = summarize(results, plan.total if plan is not None else None, interrupted)
     diff = compare(results, baseline, args.latency_threshold) if baseline is not None else None
     generated = datetime.now(timezone.utc)
     figures = [(*FIGURES[0], verdict_heatmap(results)), (*FIGURES[1], latency_plot(results))]
@@ -244,7 +257,7 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     console.print(f"wrote {display_path(args.out / 'report.html')}", markup=False, highlight=False)
     if interrupted:
         console.print(f"interrupted: the report holds the {plural(len(results), 'case')} that finished"
-                      + (f" of {planned[0]:,} planned" if planned else ""), markup=False)
+                      + (f" of {plan.total:,} planned" if plan is not None else ""), markup=False)
         return EXIT_INTERRUPTED
     return EXIT_FAILED if job_failed(summary, diff) else 0
 

@@ -14,6 +14,7 @@ from graph_harness.cli.common import (
     add_selection,
     add_sizes,
     check_writable,
+    device_profile,
     interrupted_line,
     print_failure,
     print_limits,
@@ -22,19 +23,17 @@ from graph_harness.cli.common import (
     write_json,
 )
 from graph_harness.core.results import CaseResult
-from graph_harness.core.triton_env import device
 from graph_harness.errors import bad_value
 from graph_harness.moe.footprint import footprint_rows
 from graph_harness.moe.scenario import MoEScenario
 from graph_harness.reports.tables import footprint_table, run_table, scenario_title
-from graph_harness.schema import profile_of
 from graph_harness.suite.plan import check_sizes, make_plan, pick
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
     """Run cases through the protocol; print the table; exit 0 only if every case met its expectation."""
     chosen = selection(args)
-    plan = make_plan(chosen, profile_of(device()))  # bad ids and flags fail here, before anything is written
+    plan = make_plan(chosen, device_profile)  # bad ids and flags fail here, before anything is written
     if args.json is not None:
         check_writable(args.json, "--json")  # a bad path fails now, before minutes of work; FILE stays as it is
     results: list[CaseResult] = []

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
-from graph_harness.core.guard import UNHELD, Side, Violation
 from graph_harness.core.verdict import Verdict
+from graph_harness.core.violation import UNHELD, Side, Violation
 
 if TYPE_CHECKING:
     from graph_harness.core.capture import SizeOutcome

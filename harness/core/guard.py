@@ -37,11 +37,17 @@ from torch.overrides import TorchFunctionMode
 
 from graph_harness.core.triton_env import tl, triton  # sets TRITON_INTERPRET on a CPU-only machine before triton loads
 
+# A violation's types live where results, expectations and the CLI read them without loading torch; they are
+# re-exported here, where guard-level code and older imports find them.
+from graph_harness.core.violation import UNHELD as UNHELD
+from graph_harness.core.violation import Access as Access
+from graph_harness.core.violation import Side as Side
+from graph_harness.core.violation import Violation as Violation
+
 if TYPE_CHECKING:
     from graph_harness.core.lanes import LaunchArg
 
 Fill = Literal["nan", "dense"]
-Side = Literal["underflow", "overflow"]
 
 WORDS: dict[Fill, int] = {"nan": 0xFFC5FFC5, "dense": 0x805A805A}
 # Poison for `empty` buffers as a 4-byte word, by element size: each element reads as NaN for every
@@ -90,50 +96,6 @@ def _signed(value: int, bits: int) -> int:
 
 def _round_up(n: int, to: int) -> int:
     return -(-n // to) * to
-
-
-Access = Literal["write", "read"]
-UNHELD = "(slab)"  # the buffer a violation names for slab bytes that no buffer held (see Guards.check_free)
-
-
-@dataclass(frozen=True)
-class Violation:
-    """Bytes outside one buffer that a run wrote (or, for `access="read"`, read), as offsets from its edge.
-
-    Overflow offsets count from the end (0 is the first byte past it); underflow offsets are negative from the
-    start (-1 is the last byte before it). `rows` counts rows of a 2-D buffer.
-
-    Two detectors make them. The guards see bytes a write changed in the red zones around a buffer: `arg` is
-    None, and `at_least` says the change reached the guard's far end, so the true extent is at least `extent`.
-    The lane checker (under the Triton interpreter) sees every lane of every access against the view the
-    kernel was given as `arg`: offsets are then from that view's edge, `buffer_bytes` is the view's size and
-    `at` its byte offset in the buffer, and the figures are exact. `hits` names the other buffers whose
-    bytes the same access (or the same corrupted range of guard bytes) reached.
-    """
-
-    buffer: str
-    site: str
-    side: Side
-    first_offset: int
-    last_offset: int
-    bytes: int
-    rows: int | None
-    buffer_bytes: int
-    op: str | None
-    phases: tuple[str, ...]
-    # (byte offset, bytes) of the view the op was given, when the guarded buffer is its whole allocation and the
-    # view covers only part of it: the offsets above are then from the allocation's edge, not the view's.
-    view: tuple[int, int] | None = None
-    access: Access = "write"
-    arg: str | None = None  # the kernel's parameter the access went through (lane checker)
-    at: int | None = None  # byte offset of that argument's view in `buffer`, when it is not all of it
-    at_least: bool = False
-    hits: tuple[str, ...] = ()
-
-    @property
-    def extent(self) -> int:
-        """Bytes from the edge through the farthest corrupted byte."""
-        return self.last_offset + 1 if self.side == "overflow" else -self.first_offset
 
 
 @dataclass(eq=False)

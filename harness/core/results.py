@@ -25,8 +25,8 @@ from typing import Any, Union, get_args, get_origin
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
-from graph_harness.core.guard import Violation
 from graph_harness.core.verdict import Verdict
+from graph_harness.core.violation import Violation
 
 Param = int | float | str | bool
 

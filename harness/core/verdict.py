@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from graph_harness.core.capture import SizeOutcome
-    from graph_harness.core.guard import Violation
+    from graph_harness.core.violation import Violation
 
 
 class Verdict(str, enum.Enum):

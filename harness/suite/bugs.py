@@ -20,9 +20,9 @@ from pydantic import (
     model_validator,
 )
 
-from graph_harness.core.guard import Violation
 from graph_harness.core.results import CaseResult
 from graph_harness.core.verdict import Verdict
+from graph_harness.core.violation import Violation
 from graph_harness.errors import bad_value, display_path, show
 from graph_harness.schema import Frozen, Text, bad_entry, check_id, file_schema, read_yaml, rule
 from graph_harness.suite.files import REGISTRY_FILE, Scenario, load_scenarios, scenario_files

@@ -5,7 +5,7 @@ Shared by `graph-harness run` and `report`; bad ids and flags fail when the plan
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,28 +70,29 @@ def check_sizes(scenario_id: str, scenario: Scenario, sizes: Sequence[int]) -> N
                         f"its capture_sizes {', '.join(map(str, known))}")
 
 
-def make_plan(selection: Selection, profile: Profile) -> Plan:
-    """The groups a selection asks for; named ids, variants and sizes are checked against each scenario."""
+def make_plan(selection: Selection, profile: Callable[[], Profile]) -> Plan:
+    """The groups a selection asks for; named ids, variants and sizes are checked against each scenario.
+    `profile` is asked only when a scenario's default sizes are needed, after every id and variant is
+    checked: it must know the device, and a bad id should not wait for torch and triton to load."""
     picked = pick(selection.scenario_dir, selection.scenarios)
     every = sorted({v for s in picked.values() for v in s.variant_names()})
     if not selection.scenarios and (stray := [v for v in selection.variants if v not in every]):
         raise bad_value("graph-harness run", "--variant", ", ".join(stray),
                         f"the variants of the scenarios: {', '.join(every)}")
-    plan = Plan()
     for scenario_id, scenario in picked.items():
-        where = scenario.where(scenario_id)
-        known = scenario.capture_sizes
-        if selection.sizes:
-            if selection.scenarios:  # unnamed, each scenario runs the sizes it has
-                check_sizes(scenario_id, scenario, selection.sizes)
-            sizes = tuple(t for t in known if t in selection.sizes)
-        else:
-            sizes = scenario.sizes(profile)
         names = scenario.variant_names()
         if selection.scenarios and selection.variants and not set(selection.variants) <= set(names):
             missing = [v for v in selection.variants if v not in names]
-            raise bad_value(where, "--variant", ", ".join(missing), ", ".join(names))
-        wanted = [v for v in names if not selection.variants or v in selection.variants]
+            raise bad_value(scenario.where(scenario_id), "--variant", ", ".join(missing), ", ".join(names))
+        if selection.sizes and selection.scenarios:  # unnamed, each scenario runs the sizes it has
+            check_sizes(scenario_id, scenario, selection.sizes)
+    plan = Plan()
+    for scenario_id, scenario in picked.items():
+        if selection.sizes:
+            sizes = tuple(t for t in scenario.capture_sizes if t in selection.sizes)
+        else:
+            sizes = scenario.sizes(profile())
+        wanted = [v for v in scenario.variant_names() if not selection.variants or v in selection.variants]
         plan.groups.extend(Group(scenario_id, scenario, variant, sizes) for variant in wanted if sizes)
     if not plan.groups:
         raise bad_value("graph-harness run", "", "no case to run", "a scenario, variant and size that exist together")
