@@ -28,7 +28,7 @@ from graph_harness.kernels.quant import per_1x128_quant
 
 MODEL_DIM, INTER, EXPERTS, TOPK, BLOCK_M = 7168, 256, 257, 9, 16
 ROTATE = 8
-# KPerBlock 128, as aiter's tuned split-K CK instances (MPerBlock 32, KPerBlock 128, §1.5), and
+# KPerBlock 128, as aiter's tuned split-K CK instances (MPerBlock 32, KPerBlock 128; docs/moe-contracts.md §1.5), and
 # CK's memset after rocm-libraries #5225 (T*topk rows), the one a fixed stack runs.
 CONTRACT = Contract(k_per_block=128, memset_rows=MemsetRows.TOKENS_TOPK)
 SWEPT = []  # every config timed, for the --json file

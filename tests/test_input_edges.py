@@ -284,4 +284,6 @@ def test_list_cites_no_file_outside_the_repository(monkeypatch: pytest.MonkeyPat
     assert "Traceback" not in out
     cited = set(re.findall(r"[\w./-]+\.md\b", out))
     assert {name for name in cited if not (ROOT / name).is_file()} == set()
+    bare = [line for line in _CITATION.sub("", out).splitlines() if "§" in line]  # a section of which file?
+    assert bare == []
     assert "vLLM #19515 / #50845 (S5)" in out  # a bug's source leads with the upstream issue

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from graph_harness.cli import main
 from graph_harness.errors import BadInput
@@ -196,7 +197,9 @@ BAD_OP_SCENARIOS = [  # (id, a change to SCENARIO, the whole message)
      "clean"),
     ("first-after-last", ("first: 0, last: 11", "first: 12, last: 11"),
      "ops.yaml: add-one: variants.buggy.expect.first: got 12 after last 11; allowed: first <= last"),
-    ("no-variants", ("  variants:\n", "  other:\n"), "ops.yaml: add-one: variants: got nothing; allowed: required"),
+    ("no-variants", ("  variants:\n", "  other:\n"),  # the unknown key is named, not only the one it left missing
+     "ops.yaml: add-one: other: got unknown field; allowed: why, capture_sizes, cpu_sizes, seed, op, params, "
+     "tolerance, variants"),
     ("expect-at-stray-size", ("      expect: clean\n", "      expect: clean\n      expect_at: {8: clean}\n"),
      "ops.yaml: add-one: variants.fixed.expect_at: got 8; allowed: capture sizes of the scenario (1, 2)"),
     ("bad-variant-id", ("    fixed:", "    Fixed Now:"),
@@ -246,7 +249,9 @@ def test_the_fixture_fails_a_test_with_the_violations_and_a_repro_line(project: 
     assert "test_buggy_unexpected default T=1: expected clean, verdict oob-write (" in text
     assert "During handling" not in text
     assert "expected clean, got oob-write: out: 8 B past its end (8 B " in text
-    assert "│ out    │ overflow │ write  │     0 │    7 │     8 │    1 │ _add_one(out_ptr) │ -    │" in text
+    # The kernel's argument is named where the lane checker saw the store (the interpreter), not on a GPU.
+    op = "_add_one" if torch.cuda.is_available() else "_add_one(out_ptr)"
+    assert f"│ out    │ overflow │ write  │     0 │    7 │     8 │    1 │ {op} │ -    │" in text
     assert "repro: pytest 'test_ops.py::test_buggy_unexpected' --harness-seed 9" in text
     assert "Traceback" not in text
     assert "core/check.py" not in text

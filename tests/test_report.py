@@ -38,6 +38,7 @@ from graph_harness.reports.html import report_html
 from graph_harness.reports.markdown import report_markdown
 from graph_harness.reports.plots import latency_figure, latency_plot, verdict_heatmap
 from graph_harness.reports.summary import diagnosis_rows
+from graph_harness.reports.tables import run_table
 from graph_harness.reports.timing import fmt_replay
 
 ENV = Environment(device="cpu (x86_64, triton interpreter)", driver="none", torch="2.13.0", triton="3.5.0",
@@ -264,6 +265,13 @@ def test_cpu_times_and_times_on_another_gpu_are_never_compared() -> None:
 def test_replay_times_print_in_the_unit_of_where_they_ran(replay_us: float | None, gpu: Environment | None,
                                                           shown: str) -> None:
     assert fmt_replay(case(replay_us=replay_us, gpu=gpu)) == shown
+
+
+def test_the_terminal_table_prints_cpu_replays_in_seconds() -> None:
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(run_table([case(size=1, replay_us=22_340_571.5), case(size=2, replay_us=37.25, gpu=H200)]))
+    rows = [line for line in console.export_text().splitlines() if "original" in line]
+    assert [row.split("│")[-2].strip() for row in rows] == ["22.3 s (cpu)", "37.2 us"]
 
 
 # Figures, Markdown and HTML

@@ -79,7 +79,8 @@ def run_cases(cases: Sequence[CaseSpec], device: torch.device, *, budget: int | 
     workloads: dict[int, Workload] = {c.tokens: MoEWorkload(c, guarded[c.hidden], device) for c in cases}
     exact = lanes_checked(device)
     judged = [Case(c.scenario, c.policy.value, c.tokens, c.seed, expectation(c, exact),
-                   params={"block_m": c.block_m, "splitk": c.splitk,
+                   # K as run (the CPU profile shrinks it, see _run_hidden) and N: the shape the kernels ran
+                   params={"block_m": c.block_m, "splitk": c.splitk, "K": c.hidden, "N": c.inter,
                            "predicted_overflow_bytes": c.footprint().predicted_overflow_bytes},
                    repro=run_command(c.scenario, c.policy.value, c.tokens, c.seed) + scenarios_flag,
                    limits=() if exact else unseen_reads(c))
