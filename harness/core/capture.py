@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar, cast
 import numpy as np
 import torch
 
+from graph_harness.core import runtime
 from graph_harness.core.compare import Comparison, agree, compare, finite
 from graph_harness.core.guard import Buffer, Fill, GuardMode, Guards, UsageError
 from graph_harness.core.lanes import lanes_checked, watched
@@ -78,7 +79,7 @@ class Backend(Protocol):
 
 
 class CudaGraphBackend:
-    """Real CUDA graphs: side-stream warm-up, one shared pool, keep_graph for the audit."""
+    """Real CUDA graphs (HIP graphs on ROCm): side-stream warm-up, one shared pool, keep_graph for the audit."""
 
     name = "cuda-graph"
     warms_up = True
@@ -260,29 +261,24 @@ def _record_write(guards: Guards, buf: Buffer, lo: int, nbytes: int, phase: str,
 
 
 def graph_writes(graph: torch.cuda.CUDAGraph) -> Iterator[tuple[int, int, str]]:
-    """(destination address, bytes, "memset" | "memcpy") of every memset and memcpy node."""
-    from cuda.bindings import driver as cu
-
-    handle = cu.CUgraph(graph.raw_cuda_graph())
-    err, _, count = cu.cuGraphGetNodes(handle, 0)
-    err, nodes, count = cu.cuGraphGetNodes(handle, count)
-    if err != cu.CUresult.CUDA_SUCCESS:
-        raise CaptureError(f"cuGraphGetNodes: {err}")
-    for node in nodes[:count]:
-        _, kind = cu.cuGraphNodeGetType(node)
-        if kind == cu.CUgraphNodeType.CU_GRAPH_NODE_TYPE_MEMSET:
-            _, p = cu.cuGraphMemsetNodeGetParams(node)
-            height = max(int(p.height), 1)
-            row = int(p.elementSize) * int(p.width)
-            pitch = int(p.pitch) if height > 1 else row
-            yield int(p.dst), pitch * (height - 1) + row, "memset"
-        elif kind == cu.CUgraphNodeType.CU_GRAPH_NODE_TYPE_MEMCPY:
-            _, p = cu.cuGraphMemcpyNodeGetParams(node)
-            if p.dstMemoryType == cu.CUmemorytype.CU_MEMORYTYPE_DEVICE:
-                height, depth = max(int(p.Height), 1), max(int(p.Depth), 1)
-                pitch = int(p.dstPitch) or int(p.WidthInBytes)
-                rows = pitch * (height * depth - 1) + int(p.WidthInBytes)
-                yield int(p.dstDevice) + int(p.dstXInBytes) + int(p.dstY) * pitch, rows, "memcpy"
+    """(destination address, bytes, "memset" | "memcpy") of every memset and memcpy node, on CUDA or HIP."""
+    rt = runtime.current()
+    try:
+        for node, kind in rt.graph_nodes(graph.raw_cuda_graph()):
+            if kind == "memset":
+                m = rt.memset_params(node)
+                height = max(m.height, 1)
+                row = m.element_size * m.width
+                pitch = m.pitch if height > 1 else row
+                yield m.dst, pitch * (height - 1) + row, "memset"
+            elif kind == "memcpy":
+                c = rt.memcpy_params(node)
+                if c.to_device:
+                    height, depth = max(c.height, 1), max(c.depth, 1)
+                    pitch = c.pitch or c.width
+                    yield c.dst + c.x + c.y * pitch, pitch * (height * depth - 1) + c.width, "memcpy"
+    except runtime.GpuError as err:
+        raise CaptureError(str(err)) from err
 
 
 # -- the protocol ------------------------------------------------------------------------------------

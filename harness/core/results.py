@@ -240,7 +240,9 @@ def environment() -> Environment:
     import torch
     import triton
 
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and torch.version.hip is not None:  # ROCm: torch.cuda is HIP
+        device, driver = torch.cuda.get_device_name(), f"hip {torch.version.hip}"
+    elif torch.cuda.is_available():
         device = torch.cuda.get_device_name()
         driver = f"cuda {torch.version.cuda}"
         try:
