@@ -334,6 +334,34 @@ def test_list_prints_every_scenario_and_bug(capsys: pytest.CaptureFixture[str]) 
     assert "tmp_out 131,072 -> 2,097,152 B" in printed
 
 
+def test_list_json_writes_every_scenario_and_bug_for_tools(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "list.json"
+    assert main(["list", "--json", str(out)]) == 0
+    assert "bugs (graph-harness reproduce BUG)" in capsys.readouterr().out  # the tables still print
+    listed = json.loads(out.read_text())
+    assert [s["id"] for s in listed["scenarios"]] == list(SCENARIOS)
+    assert [b["id"] for b in listed["bugs"]] == list(BUGS)
+    (founding,) = [s for s in listed["scenarios"] if s["id"] == "deepseek-v3-ep-decode"]
+    assert {k: v for k, v in founding.items() if k not in ("why", "runs")} == {
+        "id": "deepseek-v3-ep-decode", "kind": "moe", "capture_sizes": [1], "cpu_sizes": [1], "seed": 1,
+        "verdicts": {"original": "oob-write", "pr2551": "clean", "rows_plus_topk": "oob-write", "cktile": "clean"}}
+    assert founding["why"].startswith("The founding case (aiter #2508/#2551")
+    assert listed["bugs"][0] == {
+        "id": "aiter-2508", "title": "split-K memset of sorted_size rows into the (T, topk, 2N) stage1 buffer",
+        "source": "aiter #2508 / #2551, rocm-libraries #5225 (S1)", "why": BUGS["aiter-2508"].why, "size": 1,
+        "buggy": {"scenario": "deepseek-v3-ep-decode", "variant": "original", "verdict": "oob-write",
+                  "buffer": "tmp_out", "allocated": 131_072, "written": 2_097_152},
+        "fixed": {"scenario": "deepseek-v3-ep-decode", "variant": "pr2551", "verdict": "clean"}}
+
+
+def test_list_json_to_a_bad_path_is_one_line_and_writes_nothing(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "--json", str(tmp_path / "no" / "such" / "dir" / "l.json")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("graph-harness: error: --json: ") and captured.err.count("\n") == 1
+    assert captured.out == ""
+
+
 def test_schema_validates_every_shipped_file(capsys: pytest.CaptureFixture[str]) -> None:
     jsonschema = pytest.importorskip("jsonschema")
     assert main(["schema"]) == 0

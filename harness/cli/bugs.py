@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -19,9 +21,10 @@ from graph_harness.cli.common import (
 )
 from graph_harness.core.results import CaseResult, result_schema
 from graph_harness.errors import bad_value
+from graph_harness.moe.scenario import MoEScenario
 from graph_harness.reports.bugs_tables import bugs_table, reproduce_table, scenarios_table
-from graph_harness.suite.bugs import Reproduction, load_registry, pick_bug, registry_path, registry_schema
-from graph_harness.suite.files import builtin_scenario_dir, scenario_file_schema
+from graph_harness.suite.bugs import Bug, Reproduction, load_registry, pick_bug, registry_path, registry_schema
+from graph_harness.suite.files import Scenario, builtin_scenario_dir, scenario_file_schema
 
 
 def _reproduce(args: argparse.Namespace, console: Console) -> int:
@@ -62,11 +65,28 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
     return 0 if rep.reproduced else 1
 
 
+def _list_record(scenarios: Mapping[str, Scenario], bugs: Mapping[str, Bug]) -> dict[str, Any]:
+    """What `list` prints, for tools and the report: each scenario's id, kind, why, sizes and the verdict
+    each variant must get; each bug's id, title, source, why, size and sides."""
+    return {
+        "scenarios": [{"id": scenario_id, "kind": "moe" if isinstance(s, MoEScenario) else "op", "runs": s.summary(),
+                       "why": s.why, "capture_sizes": list(s.capture_sizes),
+                       "cpu_sizes": list(s.sizes("cpu")), "seed": s.seed,
+                       "verdicts": {v: str(s.expected(v)) for v in s.variant_names()}}
+                      for scenario_id, s in scenarios.items()],
+        "bugs": [{"id": bug_id, **bug.model_dump(mode="json", exclude_none=True)} for bug_id, bug in bugs.items()],
+    }
+
+
 def _list(args: argparse.Namespace, console: Console) -> int:
-    """Print the scenarios (with their why) and the registered bugs."""
+    """Print the scenarios (with their why) and the registered bugs; with --json also write them."""
     scenarios, bugs = load_registry(args.scenario_dir or builtin_scenario_dir())
+    if args.json is not None:
+        check_writable(args.json, "--json")
     console.print(scenarios_table(scenarios))
     console.print(bugs_table(bugs))
+    if args.json is not None:
+        write_json(args.json, _list_record(scenarios, bugs))
     return 0
 
 
@@ -90,6 +110,9 @@ def add_reproduce(sub: Subparsers) -> None:
 def add_list(sub: Subparsers) -> None:
     """Register `list`."""
     parser = sub.add_parser("list", help="print the scenarios, with why each exists, and the registered bugs")
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="also write them as one JSON object: scenarios (id, kind, why, sizes, verdicts) and "
+                             "bugs (id, title, source, why, size, buggy and fixed side)")
     add_scenario_dir(parser)
     parser.set_defaults(command=_list)
 
