@@ -358,7 +358,8 @@ def test_list_json_to_a_bad_path_is_one_line_and_writes_nothing(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list", "--json", str(tmp_path / "no" / "such" / "dir" / "l.json")]) == 2
     captured = capsys.readouterr()
-    assert captured.err.startswith("graph-harness: error: --json: ") and captured.err.count("\n") == 1
+    assert captured.err.startswith("graph-harness: error: --json: ")
+    assert captured.err.count("\n") == 1
     assert captured.out == ""
 
 
