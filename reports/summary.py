@@ -16,8 +16,7 @@ from graph_harness.reports.baseline import (
     plural,
     splitk_of,
 )
-from graph_harness.reports.tables import fmt_count, result_cells, verdict_text
-from graph_harness.reports.timing import fmt_replay
+from graph_harness.reports.tables import fmt_buffer, fmt_count, fmt_op, result_cells, verdict_text
 
 RESULT_HEADERS: tuple[str, ...] = ("variant", "T", "splitk", "verdict", "expected", "pass", "buffer", "outside bytes",
                                    "max rel err", "replay")
@@ -66,7 +65,7 @@ def result_rows(results: Sequence[CaseResult]) -> list[tuple[str, ...]]:
     for r in results:
         c = result_cells(r)
         rows.append((c.variant, c.size, str(splitk_of(r)), verdict_text(r), r.expected.value,
-                     "ok" if r.passed else "FAIL", c.buffer, c.outside, c.error, fmt_replay(r)))
+                     "ok" if r.passed else "FAIL", c.buffer, c.outside, c.error, c.replay))
     return rows
 
 
@@ -82,10 +81,8 @@ def _range(v: Violation) -> str:
 
 def _violation_cells(v: Violation) -> tuple[str, str, str, str, str, str]:
     """(op, buffer, call site, bytes allocated, bytes reached, corrupted range) of one violation."""
-    name = v.buffer if v.at is None else f"{v.buffer}[{v.at:,}:{v.at + v.buffer_bytes:,}]"
-    if v.hits:
-        name += f" (into {', '.join(v.hits)})"
-    op = f"{v.op}({v.arg})" if v.op and v.arg else v.op or "unnamed"
+    name = fmt_buffer(v) + (f" (into {', '.join(v.hits)})" if v.hits else "")
+    op = fmt_op(v.op, v.arg, missing="unnamed")
     reached = ("≥" if v.at_least else "") + fmt_count(v.buffer_bytes + v.extent)
     return op, name, v.site, fmt_count(v.buffer_bytes), reached, _range(v)
 

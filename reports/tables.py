@@ -13,6 +13,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from graph_harness.core.results import CaseResult
+from graph_harness.core.violation import Violation
 from graph_harness.moe.footprint import FootprintRow
 from graph_harness.moe.scenario import MoEScenario
 from graph_harness.reports.timing import fmt_replay
@@ -215,9 +216,14 @@ def run_table(results: Sequence[CaseResult], title: str | None = None) -> FitTab
     return table
 
 
-def fmt_op(op: str | None, arg: str | None) -> str:
-    """`moe_stage1`, `moe_stage1(out_ptr)` where the kernel's argument is known; `-` for no op."""
-    return f"{op}({arg})" if op and arg else op or "-"
+def fmt_op(op: str | None, arg: str | None, missing: str = "-") -> str:
+    """`moe_stage1`, `moe_stage1(out_ptr)` where the kernel's argument is known; `missing` for no op."""
+    return f"{op}({arg})" if op and arg else op or missing
+
+
+def fmt_buffer(v: Violation) -> str:
+    """The violated buffer's name; a view of part of one as `ws[at:end]`."""
+    return v.buffer if v.at is None else f"{v.buffer}[{v.at:,}:{v.at + v.buffer_bytes:,}]"
 
 
 def violation_table(result: CaseResult) -> FitTable:
@@ -234,9 +240,8 @@ def violation_table(result: CaseResult) -> FitTable:
     table.add_column("into", no_wrap=True)
     table.add_column("site")  # `path:line in function`: wraps between its words
     for v in result.violations:
-        name = v.buffer if v.at is None else f"{v.buffer}[{v.at:,}:{v.at + v.buffer_bytes:,}]"
         first = ("≤" if v.at_least and v.side == "underflow" else "") + fmt_count(v.first_offset)
         last = ("≥" if v.at_least and v.side == "overflow" else "") + fmt_count(v.last_offset)
-        table.add_row(name, v.side, v.access, first, last, fmt_count(v.bytes), fmt_count(v.rows), fmt_op(v.op, v.arg),
-                      ", ".join(v.hits) or "-", v.site)
+        table.add_row(fmt_buffer(v), v.side, v.access, first, last, fmt_count(v.bytes), fmt_count(v.rows),
+                      fmt_op(v.op, v.arg), ", ".join(v.hits) or "-", v.site)
     return table
