@@ -203,6 +203,14 @@ class ScenarioFile(pytest.File):
                     yield item
 
 
+def _child_timeout() -> float:
+    """Seconds a quarantined case's child process may run: ten bounds of its runs' floor. Inside, each run has its
+    own bound; this one stops a child whose hang its own watch could not (a GPU kernel that keeps it at exit)."""
+    from graph_harness.core.capture import hang_floor
+
+    return 10 * hang_floor()
+
+
 class CaseFailure(Exception):
     """Cases that did not meet their expectation; carries their results for the report."""
 
@@ -257,7 +265,12 @@ class CaseItem(pytest.Item):
                     "--sizes", str(self.tokens), "--json", str(out)]
             if self.scenario.source is not None:
                 argv += ["--scenarios", str(self.scenario.source.parent)]
-            child = subprocess.run(argv, capture_output=True, text=True, check=False, env={**os.environ, _CHILD: "1"})
+            try:
+                child = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=_child_timeout(),
+                                       env={**os.environ, _CHILD: "1"})
+            except subprocess.TimeoutExpired:
+                raise CaseCrash(f"hang: the quarantined case's child process ran past {_child_timeout():g} s and was "
+                                "killed") from None
             records = json.loads(out.read_text()) if out.exists() and out.stat().st_size else []
         if records:
             return CaseResult.from_record(records[0])
@@ -382,8 +395,12 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
                 "--harness-json", str(out), "--rootdir", str(pyfuncitem.config.rootpath)]
         if pyfuncitem.config.getoption("harness_seed") is not None:
             argv += ["--harness-seed", str(pyfuncitem.config.getoption("harness_seed"))]
-        child = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=pyfuncitem.config.rootpath,
-                               env={**os.environ, _CHILD: "1"})
+        try:
+            child = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=pyfuncitem.config.rootpath,
+                                   timeout=_child_timeout(), env={**os.environ, _CHILD: "1"})
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"quarantined test ({entry.cites}) hung: its child process ran past {_child_timeout():g} s "
+                        "and was killed", pytrace=False)
         records = json.loads(out.read_text()) if out.exists() and out.stat().st_size else []
     for record in records:
         pyfuncitem.user_properties.append((_PROPERTY, json.dumps(CaseResult.from_record(record).record())))

@@ -267,7 +267,7 @@ def test_misuse_is_a_usage_error_not_a_verdict(device: torch.device, kwargs: dic
     (lambda: gh.expect.oob_write(side="overflow", first=-1), "first: got -1; allowed: >= 0 on the overflow side"),
     (lambda: gh.expect.oob_write(side="left"), "side: got 'left'; allowed: overflow, underflow"),
     (lambda: gh.expect.verdict("clean", bytes=4), "bytes: byte figures go with oob-write or oob-read, not clean"),
-    (lambda: gh.expect.verdict("boom"), "verdict: got 'boom'; allowed: capture-error, crash, oob-write"),
+    (lambda: gh.expect.verdict("boom"), "verdict: got 'boom'; allowed: hang, capture-error, crash, oob-write"),
     (lambda: gh.expect.verdict("crash", rows=1), "rows: unknown field; allowed: arg, buffer, bytes, extent"),
 ])
 def test_an_impossible_expectation_is_refused(make, message: str) -> None:

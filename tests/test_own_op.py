@@ -191,7 +191,7 @@ BAD_OP_SCENARIOS = [  # (id, a change to SCENARIO, the whole message)
      "ops.yaml: add-one: colour: got unknown field; allowed: why, capture_sizes, cpu_sizes, seed, op, params, "
      "tolerance, variants"),
     ("bad-verdict", ("expect: clean", "expect: fine"),
-     "ops.yaml: add-one: variants.fixed.expect.verdict: got 'fine'; allowed: capture-error, crash, oob-write"),
+     "ops.yaml: add-one: variants.fixed.expect.verdict: got 'fine'; allowed: hang, capture-error, crash, oob-write"),
     ("bytes-on-clean", ("expect: clean", "expect: {verdict: clean, bytes: 4}"),
      "ops.yaml: add-one: variants.fixed.expect.bytes: got 4; allowed: byte figures go with oob-write or oob-read, not "
      "clean"),

@@ -113,7 +113,7 @@ def test_from_record_inverts_record() -> None:
 
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda r: r.pop("verdict"), "missing field verdict"),
-    (lambda r: r.update(verdict="bogus"), "verdict: got 'bogus'; allowed: capture-error, crash, oob-write"),
+    (lambda r: r.update(verdict="bogus"), "verdict: got 'bogus'; allowed: hang, capture-error, crash, oob-write"),
     (lambda r: r.update(capture_size="1"), "capture_size: got '1'; allowed: an integer"),
     (lambda r: r.update(passed=1), "passed: got 1; allowed: true or false"),
     (lambda r: r["env"].pop("commit"), "missing field env.commit"),

@@ -54,7 +54,7 @@ def test_run_reports_the_founding_overrun_and_the_fix(tmp_path: Path, capsys: py
      "--variant: got cktile; allowed: original, pr2551"),
     (["run", "nope"], "got unknown scenario 'nope'"),
     (["run", "deepseek-v3-ep-decode", "--seed", "-1"], "argument --seed: got '-1'; allowed: integer >= 0"),
-    (["run", "deepseek-v3-ep-decode", "--replays", "1"], "argument --replays: got '1'; allowed: integer >= 2"),
+    (["run", "deepseek-v3-ep-decode", "--replays", "2"], "argument --replays: got '2'; allowed: integer >= 3"),
     (["run", "deepseek-v3-ep-decode", "--guard-budget", "0"], "argument --guard-budget: got '0'; allowed: GiB > 0"),
 ])
 def test_run_bad_input_is_one_line_and_exit_2(argv, expected, capsys: pytest.CaptureFixture[str]) -> None:

@@ -114,7 +114,8 @@ def _error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: Any = None, te
 
 ALL_FIELDS = "why, capture_sizes, cpu_sizes, seed, model, dtype, quant, activation, block_m, splitk, cu_num, " \
              "contract, policies, expect_bytes, idle_tokens, reads_past"
-VERDICTS = "capture-error, crash, oob-write, oob-read, uninit-read, mismatch, clean"
+VERDICTS = ("hang, capture-error, crash, oob-write, use-after-free, oob-read, uninit-read, replay-state, "
+            "stale-capture, mismatch, clean")
 
 BAD_BODIES = [  # (id, entry body, the whole message)
     ("missing-why", _body(why=None), "x.yaml: s1: why: got nothing; allowed: required field"),

@@ -36,7 +36,7 @@ def _int_at_least(minimum: int) -> Any:
 
 non_negative_int = _int_at_least(0)
 positive_int = _int_at_least(1)
-at_least_two = _int_at_least(2)
+at_least_three = _int_at_least(3)
 
 
 def gib(text: str) -> int:
@@ -80,7 +80,7 @@ def add_selection(parser: argparse.ArgumentParser) -> None:
                              "(repeatable; default: every variant)")
     add_sizes(parser, "capture sizes (default: the scenario's, cpu_sizes on CPU)")
     parser.add_argument("--seed", type=non_negative_int, metavar="N", help="seed (default: the scenario's)")
-    parser.add_argument("--replays", type=at_least_two, metavar="N", help="replays per graph (>= 2; default: 2)")
+    parser.add_argument("--replays", type=at_least_three, metavar="N", help="replays per graph (>= 3; default: 3)")
     parser.add_argument("--guard-budget", type=gib, metavar="GIB",
                         help="guard slab size (default: 1 GiB on CPU, 60%% of free GPU memory up to 48 GiB)")
     add_scenario_dir(parser)
@@ -90,6 +90,10 @@ def selection(args: argparse.Namespace) -> Selection:
     """The selection the flags of `add_selection` ask for."""
     return Selection(scenarios=args.scenarios, variants=args.variants or (), sizes=args.sizes or (), seed=args.seed,
                      replays=args.replays, guard_budget=args.guard_budget, scenario_dir=args.scenario_dir)
+
+
+class DeviceWedged(Exception):
+    """A case's kernel hung on the GPU: it cannot be stopped in-process, so the run ends after that case."""
 
 
 def run_with_progress(plan: Plan, chosen: Selection) -> Iterator[list[CaseResult]]:
@@ -114,6 +118,10 @@ def run_with_progress(plan: Plan, chosen: Selection) -> Iterator[list[CaseResult
                                 str(err)) from err
             yield results
             progress.advance(task, len(group.sizes))
+            from graph_harness.core.capture import wedged  # loaded by the run
+
+            if wedged():  # a kernel hung on the GPU and holds it: every later case would wait on it
+                raise DeviceWedged
 
 
 def write_whole(path: Path, data: bytes | str, flag: str, allowed: str) -> None:

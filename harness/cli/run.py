@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from rich.console import Console
 
 from graph_harness.cli.common import (
     EXIT_INTERRUPTED,
+    DeviceWedged,
     Subparsers,
     add_scenario_dir,
     add_selection,
@@ -37,7 +39,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     if args.json is not None:
         check_writable(args.json, "--json")  # a bad path fails now, before minutes of work; FILE stays as it is
     results: list[CaseResult] = []
-    interrupted = False
+    interrupted = wedged = False
     try:
         for group in run_with_progress(plan, chosen):
             results.extend(group)
@@ -45,6 +47,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
                 write_json(args.json, [r.record() for r in results])
     except KeyboardInterrupt:
         interrupted = True
+    except DeviceWedged:
+        wedged = True
     for scenario_id in dict.fromkeys(r.scenario for r in results):
         rows = [r for r in results if r.scenario == scenario_id]
         console.print(run_table(rows, title=f"{scenario_id} on {rows[0].env.device}, {rows[0].backend}"))
@@ -55,6 +59,12 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     if interrupted:
         console.print(interrupted_line(len(results), plan), markup=False, highlight=False, soft_wrap=True)
         return EXIT_INTERRUPTED
+    if wedged:
+        console.print(f"a kernel hung on the GPU and still holds it: {plan.total - len(results)} of {plan.total} cases "
+                      "not run (quarantine the case in the ledger to run it in a child process)",
+                      markup=False, highlight=False, soft_wrap=True)
+        console.file.flush()
+        os._exit(1)  # exiting normally would wait on the hung kernel at teardown
     return 0 if all(r.passed for r in results) else 1
 
 

@@ -16,6 +16,11 @@ classified, never raised: see `SizeOutcome`.
 from __future__ import annotations
 
 import functools
+import gc
+import math
+import os
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -25,11 +30,13 @@ from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from graph_harness.core import runtime
 from graph_harness.core.compare import Comparison, agree, compare, finite
-from graph_harness.core.guard import Buffer, Fill, GuardMode, Guards, UsageError
+from graph_harness.core.guard import STRANGER_WORD, Buffer, Fill, GuardMode, Guards, UsageError
 from graph_harness.core.lanes import lanes_checked, watched
+from graph_harness.core.launches import Launch, observing
 from graph_harness.core.verdict import Verdict
 
 # A captured op: called with no arguments, reads the static inputs, returns the static output.
@@ -75,7 +82,17 @@ class Backend(Protocol):
 
     def replay(self, graph: Any) -> torch.Tensor: ...
 
-    def timer(self) -> Callable[[], float]: ...
+    def settle(self, deadline: float) -> bool:
+        """Wait until the device has finished what was launched; False if it has not by `deadline`."""
+        ...
+
+    def host(self) -> AbstractContextManager[None]:
+        """What the whole protocol runs inside."""
+        ...
+
+    def timer(self, deadline: float = math.inf) -> Callable[[], float]:
+        """Start timing; the returned stop gives microseconds, NaN if the device is not done by `deadline`."""
+        ...
 
 
 class CudaGraphBackend:
@@ -123,60 +140,144 @@ class CudaGraphBackend:
         g.replay()
         return cast(torch.Tensor, out)
 
-    def timer(self) -> Callable[[], float]:
+    def host(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def settle(self, deadline: float) -> bool:
+        event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+        event.record()
+        return _finished(event, deadline)
+
+    def timer(self, deadline: float = math.inf) -> Callable[[], float]:
         start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
         end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
         start.record()
 
         def stop() -> float:
             end.record()
-            end.synchronize()
+            if not _finished(end, deadline):
+                return math.nan  # the bound's settle names the hang
             return float(start.elapsed_time(end)) * 1e3
 
         return stop
 
 
+def _finished(event: torch.cuda.Event, deadline: float) -> bool:
+    """Poll `event` until it completes or `deadline` (time.monotonic) passes: a wait that a hung kernel never
+    ends (`synchronize`) would hold the process with it."""
+    while not event.query():  # type: ignore[no-untyped-call]
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1e-4)
+    return True
+
+
+class _Tape(TorchDispatchMode):  # type: ignore[no-untyped-call]
+    """What a CPU capture records instead of running: every torch op and every interpreted Triton launch, in
+    order, with its arguments; `replay` runs them again and nothing else, as a graph replays its nodes.
+
+    Like a graph's kernel parameters, the tape holds guarded memory by address (a view of the slab rebuilt
+    from it), never the op's own tensor: a buffer the op lets go of is released although the tape still
+    points at it (use-after-free). Host code does not run at replay: a decision it made at capture (a count,
+    a block number, a pointer) stays made (stale-capture). A host read of a tensor (`.item()`) under capture
+    is allowed, as it is on CUDA for a tensor in host memory, which every tensor is here: its value is baked
+    in. On a GPU, the same read of device memory is a capture error.
+    """
+
+    def __init__(self, guards: Guards) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.guards = guards
+        self.steps: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], tuple[torch.Tensor, ...]]] = []
+        slab = guards.slab
+        self._lo, self._hi = slab.data_ptr(), slab.data_ptr() + slab.numel()
+        self._typed: dict[torch.dtype, torch.Tensor] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        name = func._schema.name
+        out = func(*args, **kwargs)
+        if not func.is_view and not name.startswith("aten::empty") and name not in ("aten::lift_fresh", "aten::detach"):
+            outs = tuple(self.held(t) for t in _tensors(out))
+            self.steps.append((func, self.held(args), self.held(kwargs), outs))
+        return out
+
+    def launch(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Record an interpreted Triton launch: the kernel runs at replay, through whatever observes launches."""
+        self.steps.append((functools.partial(_interpreted_run, fn), self.held(args), self.held(kwargs), ()))
+
+    def held(self, value: Any) -> Any:
+        """`value` with every tensor in guarded memory replaced by the same view of the slab."""
+        if isinstance(value, torch.Tensor):
+            return self._at(value)
+        if isinstance(value, tuple | list):
+            return type(value)(self.held(v) for v in value)
+        if isinstance(value, dict):
+            return {k: self.held(v) for k, v in value.items()}
+        base = getattr(value, "base", None)
+        if isinstance(base, torch.Tensor) and hasattr(value, "dtype"):  # triton's reinterpreting wrapper
+            try:
+                return type(value)(self._at(base), value.dtype)
+            except TypeError:
+                return value
+        return value
+
+    def _at(self, tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.device.type != "cpu" or tensor.is_sparse or not tensor.numel():
+            return tensor
+        storage = tensor.untyped_storage()
+        address = storage.data_ptr()
+        if not self._lo <= address or address + storage.nbytes() > self._hi or storage.data_ptr() == self._lo and \
+                storage.nbytes() == self._hi - self._lo:
+            return tensor
+        itemsize = tensor.element_size()
+        if (address - self._lo) % itemsize:
+            return tensor
+        typed = self._typed.get(tensor.dtype)
+        if typed is None:
+            typed = self._typed[tensor.dtype] = self.guards.slab[: (self._hi - self._lo) // itemsize * itemsize].view(
+                tensor.dtype)
+        return typed.as_strided(tensor.shape, tensor.stride(), (address - self._lo) // itemsize
+                                + tensor.storage_offset())
+
+    def replay(self) -> None:
+        for func, args, kwargs, outs in self.steps:
+            fresh = _tensors(func(*args, **kwargs))
+            for old, new in zip(outs, fresh, strict=False):
+                if old.data_ptr() != new.data_ptr():
+                    if old.shape != new.shape:
+                        raise CaptureError(f"replay of {func} made {tuple(new.shape)} where the capture made "
+                                           f"{tuple(old.shape)}: a graph's tensors cannot change shape")
+                    old.copy_(new)
+
+
+def _tensors(value: Any) -> tuple[torch.Tensor, ...]:
+    if isinstance(value, torch.Tensor):
+        return (value,)
+    if isinstance(value, tuple | list):
+        return tuple(t for v in value for t in _tensors(v))
+    return ()
+
+
+def _interpreted_run(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Launch an interpreted kernel as the op did, through the class's `run` as it is now (observed)."""
+    return type(fn).run(fn, *args, **kwargs)
+
+
 @dataclass
 class _Recording:
-    """What a re-execution 'graph' holds: the thunk and the allocations it made, in order."""
+    """What a CPU 'graph' holds: its tape, the static output, and the buffers its capture allocated."""
 
-    thunk: Thunk
-    guards: Guards
-    allocations: list[tuple[Buffer, torch.Tensor]] = field(default_factory=list)
-    out: torch.Tensor | None = None
-
-
-class _ReplayMode(GuardMode):
-    """Hands each factory call the buffer recorded for it at capture, refilled as a graph would."""
-
-    def __init__(self, guards: Guards, recording: _Recording) -> None:
-        super().__init__(guards)
-        self.recording = recording
-        self.index = 0
-
-    def make(self, shape: tuple[int, ...], stride: tuple[int, ...] | None, dtype: torch.dtype, kind: str,
-             value: Any, site: tuple[str, str]) -> torch.Tensor:
-        allocations = self.recording.allocations
-        if self.index >= len(allocations):
-            raise CaptureError(f"replay made allocation #{self.index + 1}; the capture made {len(allocations)}")
-        buf, tensor = allocations[self.index]
-        self.index += 1
-        if tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:
-            raise CaptureError(f"replay asked {tuple(shape)} {dtype} where the capture allocated {buf.name} "
-                               f"{tuple(tensor.shape)} {tensor.dtype} ({buf.site})")
-        if kind != "empty":  # `arm` re-poisoned the empty ones before this replay
-            tensor.fill_(value)
-        return tensor
+    tape: _Tape
+    out: torch.Tensor
+    allocations: list[Buffer] = field(default_factory=list)
 
 
 class ReexecBackend:
-    """CPU stand-in for a graph: replay re-executes the op against the buffers captured for it.
+    """CPU stand-in for a graph: capture records the op's torch ops and Triton launches on a tape (`_Tape`),
+    running the torch ops but not the launches; replay runs the tape, against the buffers captured for it.
 
-    Capture runs the op's host code once, its interpreted launches skipped, and records its
-    allocations; each replay runs it again while every factory call gets its recorded buffer back
-    (same address, refilled as the graph's memset would), so all launches hit the static buffers a
-    real graph would. It checks that the op allocates the
-    same sequence and returns the same static output. Unlike a graph it re-runs host code.
+    As on a GPU, the op's host code runs once, at capture: allocations are not made again, decisions are not
+    taken again, and each replay reads and writes the static buffers that capture gave the op.
     """
 
     name = "reexec"
@@ -186,57 +287,75 @@ class ReexecBackend:
         return thunk()
 
     def capture(self, thunk: Thunk, guards: Guards) -> _Recording:
-        recording = _Recording(thunk, guards)
+        allocations: list[Buffer] = []
 
         def keep(buf: Buffer, tensor: torch.Tensor) -> torch.Tensor:
-            recording.allocations.append((buf, tensor))
+            allocations.append(buf)
             return tensor
 
-        with GuardMode(guards, capturing=True, on_alloc=keep), quiet_poison(), _interpreted_launches_skipped():
-            recording.out = thunk()
-        return recording
+        tape = _Tape(guards)
+        with GuardMode(guards, capturing=True, on_alloc=keep), quiet_poison(), _launches_recorded(tape), \
+                _capturing(True), tape:
+            out = thunk()
+        gc.collect(1)  # a young reference cycle is not a cache
+        guards.kept_from_capture(allocations, returned=out)
+        return _Recording(tape, out, allocations)
+
+    def host(self) -> AbstractContextManager[None]:
+        """For the whole protocol: `torch.cuda.is_current_stream_capturing()` answers on CPU too (False outside
+        capture), where a CPU build of torch would raise."""
+        return _capturing(False)
 
     def audit(self, graph: Any, guards: Guards, phase: str) -> None:
         """No graph nodes to read: the guards after each replay see what a memset wrote."""
 
     def replay(self, graph: Any) -> torch.Tensor:
         recording: _Recording = graph
-        mode = _ReplayMode(recording.guards, recording)
-        with mode, quiet_poison():
-            out = recording.thunk()
-        if mode.index != len(recording.allocations):
-            raise CaptureError(f"replay made {mode.index} allocations; the capture made {len(recording.allocations)}")
-        static = recording.out
-        assert static is not None
-        if out.data_ptr() != static.data_ptr():
-            # An output made by a torch op (`x @ w`), not a factory: a graph would have written it into the
-            # memory its capture gave that op, so it lands in the captured tensor here too.
-            if (out.shape, out.dtype) != (static.shape, static.dtype):
-                raise CaptureError(f"replay returned {tuple(out.shape)} {out.dtype} where the capture returned "
-                                   f"{tuple(static.shape)} {static.dtype}: a graph's output cannot change shape")
-            static.copy_(out)
-        return static
+        with quiet_poison():
+            recording.tape.replay()
+        return recording.out
 
-    def timer(self) -> Callable[[], float]:
+    def settle(self, deadline: float) -> bool:
+        """CPU runs are synchronous: what is still running is host code, which the alarm stops."""
+        return True
+
+    def timer(self, deadline: float = math.inf) -> Callable[[], float]:
         start = time.perf_counter()
         return lambda: (time.perf_counter() - start) * 1e6
 
 
 @contextmanager
-def _interpreted_launches_skipped() -> Iterator[None]:
-    """Like a CUDA capture, the re-execution capture records and runs nothing: interpreted Triton
-    launches are skipped (a fifth of a CPU case's time). Host code and raw memsets still run."""
+def _launches_recorded(tape: _Tape) -> Iterator[None]:
+    """Like a CUDA capture, the CPU capture runs no kernel: each interpreted Triton launch goes on the tape."""
     try:
-        from triton.runtime.interpreter import GridExecutor
-    except ImportError:  # no interpreter in this triton: the launches run, which only costs time
+        from triton.runtime.interpreter import InterpretedFunction
+    except ImportError:  # no interpreter in this triton: nothing launches on CPU tensors
         yield
         return
-    launch = GridExecutor.__call__
-    GridExecutor.__call__ = lambda self, *args, **kwargs: None
+    run = InterpretedFunction.run
+
+    def record(self: Any, *args: Any, grid: Any, warmup: bool, **kwargs: Any) -> None:
+        if warmup:
+            return
+        tape.launch(self, args, {"grid": grid, "warmup": False, **kwargs})
+
+    InterpretedFunction.run = record
     try:
         yield
     finally:
-        GridExecutor.__call__ = launch
+        InterpretedFunction.run = run
+
+
+@contextmanager
+def _capturing(value: bool) -> Iterator[None]:
+    """`torch.cuda.is_current_stream_capturing()` is `value`: true during a CPU capture, as during a CUDA one, so
+    that an op which decides something by it decides the same on both."""
+    saved = torch.cuda.is_current_stream_capturing
+    torch.cuda.is_current_stream_capturing = lambda: value
+    try:
+        yield
+    finally:
+        torch.cuda.is_current_stream_capturing = saved
 
 
 def default_backend(device: torch.device) -> Backend:
@@ -283,6 +402,47 @@ def graph_writes(graph: torch.cuda.CUDAGraph) -> Iterator[tuple[int, int, str]]:
 
 # -- the protocol ------------------------------------------------------------------------------------
 
+HANG_FLOOR_S = 120.0  # the shortest bound a run gets, in seconds (GRAPH_HARNESS_HANG_AFTER sets another)
+_HANG_FACTOR = 20  # past its first run, an op gets this many times its slowest eager run before it is a hang
+_wedged = False  # a GPU kernel of this process hung and still holds the device
+
+
+def hang_floor() -> float:
+    """The floor of every run's bound: GRAPH_HARNESS_HANG_AFTER seconds when set, else HANG_FLOOR_S."""
+    text = os.environ.get("GRAPH_HARNESS_HANG_AFTER", "")
+    try:
+        return float(text) if text else HANG_FLOOR_S
+    except ValueError:
+        raise UsageError(f"GRAPH_HARNESS_HANG_AFTER: got {text!r}; allowed: seconds, a number > 0") from None
+
+
+def wedged() -> bool:
+    """Whether a kernel of this process hung on the GPU: it cannot be stopped in-process, and every later use of
+    the device waits on it, so nothing more should run here (`--isolate` runs each case in a child process)."""
+    return _wedged
+
+
+class Hang(BaseException):
+    """A run that did not finish within its bound. A BaseException: no `except Exception` in the op takes it."""
+
+
+class _Wedged(BaseException):
+    """A GPU kernel hung: the protocol stops at once, touching the device no more."""
+
+
+class _InFlight:
+    """The Triton launch in progress, for a hang's result (a listener of `launches.observing`)."""
+
+    def __init__(self) -> None:
+        self.kernel: str | None = None
+
+    def before(self, launch: Launch) -> None:
+        self.kernel = launch.kernel
+
+    def after(self, launch: Launch) -> None:
+        self.kernel = None
+
+
 @dataclass
 class SizeOutcome:
     """What happened at one capture size; the verdict is decided from this (graph_harness.core.verdict)."""
@@ -290,11 +450,14 @@ class SizeOutcome:
     tokens: int
     comparisons: list[tuple[str, Comparison]] = field(default_factory=list)
     error: str | None = None
-    error_kind: str | None = None  # "capture-error" or "crash"
+    error_kind: str | None = None  # "hang", "capture-error" or "crash"
     eager_us: list[float] = field(default_factory=list)
     replay_us: list[float] = field(default_factory=list)
     attribution: Verdict | None = None  # uninit-read / oob-read when a poison variant fixed the output
+    # use-after-free, replay-state or stale-capture: what the graph-state checks found (see `_judge_state`)
+    state: Verdict | None = None
     notes: list[str] = field(default_factory=list)
+    limits: list[str] = field(default_factory=list)  # what this size's run could not check
 
     @property
     def worst(self) -> Comparison | None:
@@ -303,6 +466,17 @@ class SizeOutcome:
     @property
     def numerically_ok(self) -> bool:
         return all(c.ok for _, c in self.comparisons)
+
+
+@dataclass
+class _Replayed:
+    """One replay: which input set it loaded, its output (kept), and how it compared."""
+
+    number: int  # 1-based
+    inputs: int  # the input set, 0-based
+    out: torch.Tensor
+    vs_eager: Comparison
+    vs_reference: Comparison | None
 
 
 @dataclass
@@ -317,6 +491,12 @@ class _Size:
     graph: Any = None
     made_empties: bool = False  # the op made `empty` buffers: their poison may reach the output
     flipped_replay: int | None = None  # a replay with the poison flipped that differed from its eager run
+    replayed: list[_Replayed] = field(default_factory=list)
+    first: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None  # state before and after replay #1
+    last: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None  # and the last replay's
+    state: list[Buffer] = field(default_factory=list)  # the buffers whose bytes make the graph's state
+    strangers: list[tuple[Buffer, torch.Tensor]] = field(default_factory=list)  # released buffers, their bytes
+    stranger_writes: list[str] = field(default_factory=list)  # what the last replay wrote into them
 
     def thunk(self, step: Step) -> Thunk:
         return lambda: self.workload.run(self.static, step)
@@ -330,6 +510,11 @@ class _Size:
     def load(self, r: int) -> None:
         for key, value in self.inputs[r].items():
             self.static[key].copy_(value)
+
+    def bound(self, floor: float) -> float:
+        """Seconds a run may take: the floor, or many times the slowest eager run once one has run."""
+        slowest = max(self.outcome.eager_us, default=0.0) / 1e6
+        return max(floor, _HANG_FACTOR * slowest)
 
 
 @contextmanager
@@ -347,38 +532,117 @@ def _guarded(guards: Guards) -> Iterator[None]:
         yield
 
 
+class _Clock:
+    """The bound of the run in progress: an alarm for host code, and a deadline the backend polls the device
+    against (a hung kernel would block any wait for it). Where no alarm can be set (not the main thread), a hang
+    of host code is not bounded, and the result says so."""
+
+    def __init__(self, backend: Backend, floor: float, inflight: _InFlight) -> None:
+        self.backend, self.floor, self.inflight = backend, floor, inflight
+        self.deadline = math.inf
+        self.seconds = 0.0
+        self.what = ""
+        self.alarms = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+
+    @contextmanager
+    def bounded(self, size: _Size, what: str) -> Iterator[None]:
+        self.seconds, self.what = size.bound(self.floor), what
+        self.deadline = time.monotonic() + self.seconds
+        previous = None
+        if self.alarms:
+            previous = signal.signal(signal.SIGALRM, self._ring)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        try:
+            yield
+            self.settle()
+        finally:
+            if self.alarms:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+            self.deadline = math.inf
+
+    def settle(self) -> None:
+        """Wait for the device to finish what was launched, until the deadline."""
+        if not self.backend.settle(self.deadline):
+            raise Hang(self.message(device=True))
+
+    def message(self, device: bool = False) -> str:
+        where = f", in {self.inflight.kernel}" if self.inflight.kernel else ""
+        what = "the device had not finished" if device else "it had not returned"
+        return f"{self.what}{where} did not finish within its bound of {self.seconds:.3g} s ({what})"
+
+    def _ring(self, signum: int, frame: Any) -> None:
+        raise Hang(self.message())
+
+
 def run_protocol(workloads: Mapping[int, Workload], guards: Guards, backend: Backend, *, seed: int,
-                 replays: int = 2, step_mode: bool = True) -> dict[int, SizeOutcome]:
-    """Run the protocol over capture sizes (tokens -> workload) sharing one slab; see the module doc."""
-    if replays < 2:
-        raise ValueError("the protocol replays each graph at least twice")
+                 replays: int = 3, step_mode: bool = True, hang_after: float | None = None) -> dict[int, SizeOutcome]:
+    """Run the protocol over capture sizes (tokens -> workload) sharing one slab; see the module doc.
+
+    `replays` graph replays per size (at least 3) load input sets 1, 2, ... in turn and the first set again
+    last; there are `replays - 1` input sets, each run eagerly. `hang_after` is the floor of every run's bound
+    in seconds (default: `hang_floor()`).
+    """
+    if replays < 3:
+        raise ValueError("the protocol replays each graph at least 3 times")
+    floor = hang_floor() if hang_after is None else hang_after
+    if not floor > 0:
+        raise UsageError(f"hang_after: got {floor!r}; allowed: seconds, a number > 0")
     guards.reserve()
     sizes: list[_Size] = []
     for tokens in sorted(workloads):
         wl = workloads[tokens]
-        inputs = [wl.inputs(seed + 1 + r) for r in range(replays)]
+        inputs = [wl.inputs(seed + 1 + r) for r in range(replays - 1)]
         refs = [wl.reference(x) for x in inputs]
         with guards.tagged(tokens):
             static = {key: guards.adopt(value, f"input.{key}") for key, value in inputs[0].items()}
         sizes.append(_Size(wl, tokens, inputs, refs, static, SizeOutcome(tokens)))
 
-    with watched(guards):
-        _run(sizes, guards, backend, replays, step_mode)
+    inflight = _InFlight()
+    clock = _Clock(backend, floor, inflight)
+    if not clock.alarms:
+        for size in sizes:
+            size.outcome.limits.append("hangs of host code are not bounded: the protocol runs outside the main "
+                                       "thread, where no alarm can be set")
+    try:
+        with watched(guards), observing(inflight), backend.host():
+            _run(sizes, guards, backend, replays, step_mode, clock)
+    except _Wedged:
+        for size in sizes:
+            if size.outcome.error is None:
+                size.outcome.error, size.outcome.error_kind = "not run: a kernel of another size hung and still " \
+                                                              "holds the GPU", "hang"
+        return {s.tokens: s.outcome for s in sizes}
     guards.check_free()
     return {s.tokens: s.outcome for s in sizes}
 
 
-def _run(sizes: list[_Size], guards: Guards, backend: Backend, replays: int, step_mode: bool) -> None:
+def _hung(size: _Size, err: Hang, backend: Backend) -> None:
+    """Record a hang; on a GPU, stop everything: the kernel cannot be stopped in-process."""
+    global _wedged
+    out = size.outcome
+    out.error, out.error_kind = str(err), "hang"
+    if backend.warms_up:  # a device that runs kernels on its own: they are still running
+        _wedged = True
+        out.notes.append("hang: a GPU kernel cannot be stopped in-process; it still holds the device, so nothing "
+                         "more ran in this process (run the case with --isolate to go on past it)")
+        raise _Wedged from err
+
+
+def _run(sizes: list[_Size], guards: Guards, backend: Backend, replays: int, step_mode: bool, clock: _Clock) -> None:
     for size in sizes:
         with guards.tagged(size.tokens):
-            _eager(size, guards, backend, step_mode)
+            _eager(size, guards, backend, step_mode, clock)
     live = [s for s in sizes if s.outcome.error is None]
     for size in sorted(live, key=lambda s: -s.tokens):  # largest first, as vLLM captures
         try:
             size.load(0)
-            with guards.tagged(size.tokens), guards.running(f"capture T={size.tokens}"):
+            with guards.tagged(size.tokens), guards.running(f"capture T={size.tokens}"), \
+                    clock.bounded(size, f"capture T={size.tokens}"):
                 size.graph = backend.capture(size.thunk(_no_step), guards)
             backend.audit(size.graph, guards, f"graph audit T={size.tokens}")
+        except Hang as err:
+            _hung(size, err, backend)
         except CaptureError as err:
             size.outcome.error, size.outcome.error_kind = str(err), "capture-error"
             if "invalid argument" in str(err):
@@ -387,10 +651,22 @@ def _run(sizes: list[_Size], guards: Guards, backend: Backend, replays: int, ste
             raise
         except Exception as err:  # noqa: BLE001 - the re-execution backend runs the op while capturing
             size.outcome.error, size.outcome.error_kind = f"{type(err).__name__}: {_first_line(err)}", "crash"
-    for r in range(replays):
-        for size in (s for s in sizes if s.graph is not None and s.outcome.error is None):
+    for size in sizes:
+        size.state = guards.state_buffers(size.tokens)
+    sets = replays - 1
+    for r in range(sets):  # replays #1 .. #sets, one per input set
+        for size in _replaying(sizes):
             with guards.tagged(size.tokens), guards.running(f"replay T={size.tokens} #{r + 1}"):
-                _replay(size, r, guards, backend)
+                _replay(size, r, r, guards, backend, clock, keep=r == 0)
+    for size in _replaying(sizes):
+        if guards.persistent(size.tokens):  # an op that keeps memory across calls may re-allocate it in one
+            with guards.tagged(size.tokens):
+                _eager_again(size, guards, backend, clock)
+    for size in _replaying(sizes):  # the last replay: input set 1 again, what the op released in a stranger's hands
+        size.strangers = guards.hand_out_released()
+        with guards.tagged(size.tokens), guards.running(f"replay T={size.tokens} #{sets + 1}"):
+            _replay(size, sets, 0, guards, backend, clock, keep=True)
+        size.stranger_writes = guards.strangers_changed(size.strangers)
     for size in (s for s in sizes if s.flipped_replay is not None and s.outcome.error is None):
         again = size.flipped_replay
         assert again is not None
@@ -398,35 +674,45 @@ def _run(sizes: list[_Size], guards: Guards, backend: Backend, replays: int, ste
             cause = _poison_differs(size, guards, _FILLS[(again + (not backend.warms_up)) % 2], again)
         if cause is not None and (size.outcome.attribution is None or cause.rank < size.outcome.attribution.rank):
             size.outcome.attribution = cause
+    for size in (s for s in sizes if s.outcome.error is None and s.replayed):
+        with guards.tagged(size.tokens):
+            _judge_state(size, guards, backend, clock)
+
+
+def _replaying(sizes: list[_Size]) -> Iterator[_Size]:
+    return (s for s in sizes if s.graph is not None and s.outcome.error is None)
 
 
 def _no_step(name: str) -> None:
     """Under capture nothing runs, so there is nothing to check between launches."""
 
 
-def _eager(size: _Size, guards: Guards, backend: Backend, step_mode: bool) -> None:
+def _eager(size: _Size, guards: Guards, backend: Backend, step_mode: bool, clock: _Clock) -> None:
     """Warm up in step mode (guards checked after every launch), then one timed eager run per input set."""
     out = size.outcome
     warmup = f"warm-up T={size.tokens}"
 
     def step(name: str) -> None:
+        clock.settle()
         guards.check(warmup, op=name)
 
     def warm() -> None:
         size.load(0)
         guards.arm("dense")
-        with _guarded(guards), guards.running(warmup), _write_sets(guards, step_mode):
+        with _guarded(guards), guards.running(warmup), _write_sets(guards, step_mode), clock.bounded(size, warmup):
             backend.warmup(size.thunk(step if step_mode else _no_step))
-            guards.check(warmup)
+        guards.check(warmup)
 
     def eager(r: int, stepped: bool) -> tuple[float, torch.Tensor]:
         size.load(r)
         guards.arm(_FILLS[(r + (not backend.warms_up)) % 2])
-        with _guarded(guards), guards.running(f"eager T={size.tokens} #{r + 1}"), _write_sets(guards, stepped):
-            stop = backend.timer()
-            result = size.thunk(step if stepped else _no_step)()
-            took = stop()
-            guards.check(f"eager T={size.tokens} #{r + 1}")
+        phase = f"eager T={size.tokens} #{r + 1}"
+        with _guarded(guards), guards.running(phase), _write_sets(guards, stepped):
+            with clock.bounded(size, phase):
+                stop = backend.timer(clock.deadline)
+                result = size.thunk(step if stepped else _no_step)()
+                took = stop()
+            guards.check(phase)
             kept = result.detach().clone()
             del result  # what still points at a buffer when the scope ends is the op's cache
         return took, kept
@@ -447,6 +733,9 @@ def _eager(size: _Size, guards: Guards, backend: Backend, step_mode: bool) -> No
             label = "vs reference" if size.refs[r] is not None else "finite (no reference)"
             out.comparisons.append((f"eager #{r + 1} {label}", size.check(r, size.eager[r])))
         size.made_empties = guards.empties > empties
+    except Hang as err:
+        _hung(size, err, backend)
+        return
     except UsageError:
         raise
     except Exception as err:  # noqa: BLE001 - any failure of the op is a crash verdict, not a harness error
@@ -456,6 +745,36 @@ def _eager(size: _Size, guards: Guards, backend: Backend, step_mode: bool) -> No
         cause = _attribute(size, guards, backend)
         if cause is not None and (out.attribution is None or cause.rank < out.attribution.rank):
             out.attribution = cause
+
+
+def _eager_again(size: _Size, guards: Guards, backend: Backend, clock: _Clock) -> None:
+    """An op that caches memory runs eagerly once more after every capture, on the first input set, as a server
+    runs eagerly between replays: a cache it re-sizes or re-allocates now leaves the graphs pointing at memory
+    it released (handed to a stranger before the last replay), and an output that differs from the first eager
+    run on the same inputs carries state from call to call."""
+    phase = f"eager after capture T={size.tokens}"
+    size.load(0)
+    guards.arm(_FILLS[(not backend.warms_up) % 2])
+    try:
+        with _guarded(guards), guards.running(phase):
+            with clock.bounded(size, phase):
+                result = size.thunk(_no_step)()
+            guards.check(phase)
+            again = result.detach().clone()
+            del result
+    except Hang as err:
+        _hung(size, err, backend)
+        return
+    except UsageError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        size.outcome.error, size.outcome.error_kind = f"{type(err).__name__}: {_first_line(err)}", "crash"
+        return
+    if not agree(again, size.eager[0], size.workload.tolerance):
+        size.outcome.state = Verdict.REPLAY_STATE
+        changed = compare(again, size.eager[0].double(), size.workload.tolerance)
+        size.outcome.notes.append(f"{Verdict.REPLAY_STATE}: eagerly, the same inputs gave another output after "
+                                  f"capture than on the first call ({changed})")
 
 
 def _constant_writes_named(guards: Guards, stepped: bool, run: Callable[[], _T]) -> _T:
@@ -509,20 +828,31 @@ def _attribute(size: _Size, guards: Guards, backend: Backend) -> Verdict | None:
     return None
 
 
-def _replay(size: _Size, r: int, guards: Guards, backend: Backend) -> None:
-    """Replay `r`; every second one with the `empty` poison flipped (differential poisoning at no extra run:
-    only a replay that then differs from eager gets an eager rerun to tell uninit-read from a graph's own
-    divergence, `_poison_differs`)."""
+def _replay(size: _Size, number: int, r: int, guards: Guards, backend: Backend, clock: _Clock, *,
+            keep: bool = False) -> None:
+    """Replay #`number + 1` on input set `r`; every second one with the `empty` poison flipped (differential
+    poisoning at no extra run: only a replay that then differs from eager gets an eager rerun to tell uninit-read
+    from a graph's own divergence, `_poison_differs`). `keep`: the graph's state is kept, before and after."""
     out = size.outcome
-    flip = size.made_empties and r % 2 == 1
+    flip = size.made_empties and number % 2 == 1
+    phase = f"replay T={size.tokens} #{number + 1}"
     try:
         size.load(r)
         with guards.flipped_empties() if flip else nullcontext():
-            guards.arm(_FILLS[r % 2])
-        stop = backend.timer()
-        result = backend.replay(size.graph)
-        out.replay_us.append(stop())
-        guards.check(f"replay T={size.tokens} #{r + 1}")
+            guards.arm(_FILLS[number % 2])
+        before = guards.state_bytes(size.state) if keep else None
+        with clock.bounded(size, phase):
+            stop = backend.timer(clock.deadline)
+            result = backend.replay(size.graph)
+            took = stop()
+        out.replay_us.append(took)
+        if before is not None:
+            kept = (before, guards.state_bytes(size.state))
+            size.first, size.last = (kept, None) if number == 0 else (size.first, kept)
+        guards.check(phase)
+    except Hang as err:
+        _hung(size, err, backend)
+        return
     except CaptureError as err:
         out.error, out.error_kind = str(err), "capture-error"
         return
@@ -531,10 +861,87 @@ def _replay(size: _Size, r: int, guards: Guards, backend: Backend) -> None:
     except Exception as err:  # noqa: BLE001 - a failed replay is a crash verdict
         out.error, out.error_kind = f"{type(err).__name__}: {_first_line(err)}", "crash"
         return
+    reference = None
     if size.refs[r] is not None:
-        out.comparisons.append((f"replay #{r + 1} vs reference", size.check(r, result)))
-    eager = size.eager[r].to(torch.float64)
-    against = compare(result, eager, size.workload.tolerance)
-    out.comparisons.append((f"replay #{r + 1} vs eager", against))
+        reference = size.check(r, result)
+        out.comparisons.append((f"replay #{number + 1} vs reference", reference))
+    against = compare(result, size.eager[r].to(torch.float64), size.workload.tolerance)
+    out.comparisons.append((f"replay #{number + 1} vs eager", against))
+    size.replayed.append(_Replayed(number + 1, r, result.detach().clone(), against, reference))
     if flip and not against.ok and size.flipped_replay is None:
-        size.flipped_replay = r
+        size.flipped_replay = number
+
+
+def _judge_state(size: _Size, guards: Guards, backend: Backend, clock: _Clock) -> None:
+    """The graph-state checks, from what the replays left: use-after-free (the last replay changed the bytes of a
+    stranger that memory the op released was handed to, or its output or state change with the stranger's
+    bytes), replay-state (the same inputs replayed again give another output, or leave the graph's state otherwise
+    than the first replay did), stale-capture (a replay disagrees with eager on the same inputs while eager agrees
+    with the reference)."""
+    out = size.outcome
+    last, first = size.replayed[-1], size.replayed[0]
+    tol = size.workload.tolerance
+    released = {id(b) for b, _ in size.strangers}
+    if size.strangers:
+        if size.stranger_writes:
+            out.state = Verdict.USE_AFTER_FREE
+            out.notes.extend(f"{Verdict.USE_AFTER_FREE}: replay #{last.number} wrote {text}"
+                             for text in size.stranger_writes)
+            return
+        if _reads_strangers(size, guards, backend, clock, released):
+            out.state = Verdict.USE_AFTER_FREE
+            return
+    drift: list[str] = []
+    if not agree(last.out, first.out, tol):
+        drift.append(f"replay #{last.number} gave another output than replay #1 on the same inputs "
+                     f"({compare(last.out, first.out.double(), tol)})")
+    if size.first is not None and size.last is not None:
+        drift += guards.state_drift(size.state, size.first, size.last, tol, f"replay #{last.number}", skip=released)
+    if drift:
+        out.state = Verdict.REPLAY_STATE
+        wrong = next((p for p in size.replayed if not p.vs_eager.ok or (p.vs_reference is not None and
+                                                                          not p.vs_reference.ok)), None)
+        first_drift = (f"; replay #{wrong.number} was the first to drift ({wrong.vs_reference or wrong.vs_eager})"
+                       if wrong is not None else "; every replay's output still agreed with eager")
+        out.notes.extend(f"{Verdict.REPLAY_STATE}: {text}" for text in drift[:-1])
+        out.notes.append(f"{Verdict.REPLAY_STATE}: {drift[-1]}{first_drift}")
+        return
+    for p in size.replayed:
+        eager_ok = next((c.ok for name, c in out.comparisons if name.startswith(f"eager #{p.inputs + 1} ")), False)
+        if not p.vs_eager.ok and eager_ok:
+            out.state = Verdict.STALE_CAPTURE
+            out.notes.append(f"{Verdict.STALE_CAPTURE}: replay #{p.number} (input set {p.inputs + 1}, the graph "
+                             f"captured with set 1) disagrees with eager on the same inputs ({p.vs_eager}), while "
+                             "eager agrees with the reference: something decided at capture did not follow the "
+                             "inputs")
+            return
+
+
+def _reads_strangers(size: _Size, guards: Guards, backend: Backend, clock: _Clock, released: set[int]) -> bool:
+    """Differential poisoning of released memory: replay the last replay's inputs again with every bit of the
+    stranger's fill flipped. An output, or a state byte, that changes with it was read from memory the op had
+    released."""
+    last = size.replayed[-1]
+    guards.hand_out_released(flipped=True)
+    size.load(last.inputs)
+    guards.arm(_FILLS[(last.number - 1) % 2])
+    phase = f"use-after-free check T={size.tokens}"
+    before = guards.state_bytes(size.state)
+    with guards.running(phase), clock.bounded(size, phase):
+        again = backend.replay(size.graph).detach().clone()
+    after = guards.state_bytes(size.state)
+    guards.check(phase)
+    tol = size.workload.tolerance
+    found = []
+    if not agree(again, last.out, tol):
+        found.append(f"its output changed ({compare(again, last.out.double(), tol)})")
+    if size.last is not None:
+        found += guards.state_drift(size.state, size.last, (before, after), tol, "the check", skip=released)
+    if not found:
+        return False
+    names = ", ".join(f"{b.name} ({b.site}, {b.nbytes:,} B)" for b, _ in size.strangers)
+    size.outcome.notes.append(f"{Verdict.USE_AFTER_FREE}: replay #{last.number} read memory the op had released "
+                              f"({names}), handed to a stranger: with the stranger's fill flipped "
+                              f"(0x{STRANGER_WORD:08X} to 0x{STRANGER_WORD ^ 0xFFFFFFFF:08X}), the same inputs "
+                              f"replayed again, {'; and '.join(found)}")
+    return True

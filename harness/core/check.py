@@ -65,12 +65,14 @@ class Case:
 
 
 def run_and_judge(cases: Sequence[Case], workloads: Mapping[int, Workload], guards: Guards, backend: Backend, *,
-                  replays: int = 2) -> list[CaseResult]:
+                  replays: int = 3, hang_after: float | None = None) -> list[CaseResult]:
     """Run the protocol over the cases' sizes (one seed, one slab) and judge each against its expectation."""
     seeds = {c.seed for c in cases}
     if len(seeds) != 1:
         raise ValueError(f"cases run together share one seed; got {sorted(seeds)}")
-    outcomes = run_protocol(workloads, guards, backend, seed=seeds.pop(), replays=replays)
+    if replays < 3:
+        raise UsageError(f"replays: got {replays!r}; allowed: 3 or more (the last replays the first inputs again)")
+    outcomes = run_protocol(workloads, guards, backend, seed=seeds.pop(), replays=replays, hang_after=hang_after)
     results = []
     for case in cases:
         outcome = outcomes[case.capture_size]
@@ -84,7 +86,7 @@ def run_and_judge(cases: Sequence[Case], workloads: Mapping[int, Workload], guar
                 notes.append(f"{describe(v)}: offsets are from the edge of {v.buffer}'s {v.buffer_bytes:,} B "
                              f"allocation; the op was given a view of {span:,} B of it at byte {offset:,}")
         unguarded = guards.unguarded(case.capture_size)
-        limits = case.limits + guards.limits(case.capture_size)
+        limits = case.limits + guards.limits(case.capture_size) + tuple(outcome.limits)
         if unguarded and lanes_checked(guards.device):
             notes.append(f"unguarded memory, its accesses checked lane by lane: {'; '.join(unguarded)}")
         elif unguarded:
@@ -189,9 +191,9 @@ def _expectation_for(expect: ExpectLike | None, size: int) -> Expectation:
 def check(op: Op, inputs: Inputs, sizes: Sequence[int] = (1,), *, reference: Reference | None = None,
           constants: Mapping[str, Any] | None = None, tolerance: float = DEFAULT_TOLERANCE,
           device: torch.device | str | None = None,
-          expect: ExpectLike | None = None, seed: int = 0, replays: int = 2, guard_budget: int | None = None,
+          expect: ExpectLike | None = None, seed: int = 0, replays: int = 3, guard_budget: int | None = None,
           name: str | None = None, variant: str = "default", repro: str | None = None,
-          backend: Backend | None = None) -> list[CaseResult]:
+          backend: Backend | None = None, hang_after: float | None = None) -> list[CaseResult]:
     """Guard, run eagerly, capture, replay and judge `op` at each capture size; one `CaseResult` per size.
 
     `op(inputs, **constants)` returns one tensor; `inputs(size, seed)` makes fresh inputs for a size, which the
@@ -199,6 +201,9 @@ def check(op: Op, inputs: Inputs, sizes: Sequence[int] = (1,), *, reference: Ref
     expected output. Tensors among `constants` are shared by every size and guarded too, with a bounded guard.
     `expect` (default: clean) is an `expect.*` matcher, a verdict's name, or a function of the size.
     `device` (default: where the inputs are made) holds the guards; every input and constant must be there.
+    `replays` (at least 3) replays of each graph load the `replays - 1` input sets in turn, then the first again:
+    make `inputs` move what the op decides on the host from seed to seed (a token count, the routing), so that a
+    decision baked in at capture shows. `hang_after`: the floor, in seconds, of every run's bound (default 120).
     """
     if not callable(op) or not callable(inputs):
         raise UsageError("op and inputs must be callables: op(inputs, **constants) -> Tensor, "
@@ -223,5 +228,6 @@ def check(op: Op, inputs: Inputs, sizes: Sequence[int] = (1,), *, reference: Ref
     label = name or getattr(op, "__name__", None) or type(op).__name__
     limits = () if reference is not None else (NO_REFERENCE,)
     cases = [Case(label, variant, t, seed, expectations[t], repro=repro, limits=limits) for t in sizes]
-    return run_and_judge(cases, workloads, guards, backend or default_backend(dev), replays=replays)
+    return run_and_judge(cases, workloads, guards, backend or default_backend(dev), replays=replays,
+                         hang_after=hang_after)
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 _BYTE_FIELDS = ("buffer", "arg", "side", "first", "last", "bytes", "extent")
 _ACCESS = {Verdict.OOB_WRITE: "write", Verdict.OOB_READ: "read"}
+_MATCHED = (Verdict.HANG, Verdict.CAPTURE_ERROR, Verdict.CRASH)  # verdicts whose error text `match` looks in
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class Expectation:
             detail = {
                 Verdict.OOB_WRITE: "; ".join(describe(v) for v in violations[:2]),
                 Verdict.OOB_READ: "; ".join(describe(v) for v in violations[:2]) or "; ".join(outcome.notes),
+                Verdict.HANG: outcome.error or "",
                 Verdict.CAPTURE_ERROR: outcome.error or "",
                 Verdict.CRASH: outcome.error or "",
                 Verdict.MISMATCH: str(worst) if worst else "",
@@ -129,8 +131,8 @@ def _check(e: Expectation) -> None:
     stated = [f for f in _BYTE_FIELDS if getattr(e, f) is not None]
     if stated and e.verdict not in _ACCESS:
         raise ValueError(f"{stated[0]}: byte figures go with oob-write or oob-read, not {e.verdict}")
-    if e.match is not None and e.verdict not in (Verdict.CAPTURE_ERROR, Verdict.CRASH):
-        raise ValueError(f"match: text to find goes with capture-error or crash, not {e.verdict}")
+    if e.match is not None and e.verdict not in _MATCHED:
+        raise ValueError(f"match: text to find goes with hang, capture-error or crash, not {e.verdict}")
     for name in ("first", "last", "bytes", "extent"):
         value = getattr(e, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
@@ -228,3 +230,23 @@ def capture_error(match: str | None = None) -> Expectation:
 def crash(match: str | None = None) -> Expectation:
     """The op raises (its message containing `match`, when given)."""
     return Expectation(Verdict.CRASH, match=match)
+
+
+def hang(match: str | None = None) -> Expectation:
+    """A run does not finish within its bound (its message, which names the phase, containing `match`)."""
+    return Expectation(Verdict.HANG, match=match)
+
+
+def use_after_free() -> Expectation:
+    """A replay writes or reads memory the op released, which a stranger then held."""
+    return Expectation(Verdict.USE_AFTER_FREE)
+
+
+def replay_state() -> Expectation:
+    """State carried from replay to replay: the same inputs give another output, or leave other bytes."""
+    return Expectation(Verdict.REPLAY_STATE)
+
+
+def stale_capture() -> Expectation:
+    """A replay disagrees with eager on the same inputs while eager is right: a decision baked in at capture."""
+    return Expectation(Verdict.STALE_CAPTURE)

@@ -66,6 +66,9 @@ _ALIGN = 256  # buffer starts, as the caching allocator aligns them (Triton vect
 # Of the slab past the last arena, what the per-launch write set watches: a store past every guard lands here.
 _TAIL_WATCH = 16 * MIB
 _FREE_WORD = WORDS["nan"]  # what slab bytes no buffer holds are filled with
+# What a stranger writes into memory the op released, before the graph replays again: a NaN as fp32, bf16 and
+# fp16 (a read of it shows in the output) that differs from the guard and poison words in every byte.
+STRANGER_WORD = 0xFFA5FFA5
 _FREE_CHUNK = 1 << 28  # words compared at once by `check_free`: a 1 GiB bool at most
 
 
@@ -81,7 +84,7 @@ _TORCH_DIRS = _dirs(torch.__file__)
 # Allocations made by triton itself (the interpreter's host copies of arguments) are not the op's.
 _TRITON_DIRS = _dirs(triton.__file__)
 _THIS = {__file__, str(Path(__file__).resolve())}
-_ASSIGN = re.compile(r"\s*([A-Za-z_]\w*)\s*(?::[^=]+)?=[^=]")
+_ASSIGN = re.compile(r"\s*(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*)\s*(?::[^=]+)?=[^=]")  # `ws = `, `self.ws = `
 
 
 def _lanes_checked(device: torch.device) -> bool:
@@ -118,6 +121,9 @@ class Buffer:
     # A constant's bytes as they should be (the tensor it was copied from, as uint8): the write set compares its
     # body against them after each launch instead of snapshotting a layer's weights before every one.
     source: torch.Tensor | None = None
+    dtype: torch.dtype | None = None  # what the op was given it as
+    adopted: bool = False  # a copy of a tensor made outside the op (an input, a constant)
+    resized_away: bool = False  # the op `resize_`d its tensor past it: torch would have freed it
 
     def alive(self) -> bool:
         return self.holder is not None and self.holder() is not None
@@ -439,6 +445,7 @@ class Guards:
         self._name: str | None = None
         self._tag: int | None = None
         self._bounded = False
+        self._handed_out: dict[int, tuple[Buffer, torch.Tensor]] = {}  # released buffers given to a stranger
 
     # -- the slab ------------------------------------------------------------------------------
 
@@ -569,6 +576,7 @@ class Guards:
         offset = int(tensor.storage_offset()) * itemsize
         with self.named(name), self._setting("_bounded", True):
             buf = self.allocate(nbytes, name, "made outside the op", row_bytes)
+        buf.adopted, buf.dtype = True, tensor.dtype
         if (offset, span) != (0, nbytes):
             buf.view = (offset, span)
         if (offset, span) != (0, nbytes) and not _lanes_checked(self.device):  # the lane checker sees the view
@@ -801,6 +809,92 @@ class Guards:
     def in_slab(self, address: int) -> bool:
         base = self.slab.data_ptr()
         return base <= address < base + self.slab.numel()
+
+    # -- graph state: what replays leave behind, and memory the op let go of ----------------------------------
+
+    def state_buffers(self, tag: int) -> list[Buffer]:
+        """The buffers the op made (not the copies of its inputs and constants) of capture size `tag`, and its caches
+        whichever size made them: after capture, the graph's memory and the state a replay leaves."""
+        return [b for b in self.buffers if not b.adopted and (b.tag in (None, tag) or b.persistent)]
+
+    def state_bytes(self, buffers: Sequence[Buffer]) -> list[torch.Tensor]:
+        """A copy of each buffer's bytes."""
+        return [self.slab[b.start: b.start + b.nbytes].clone() for b in buffers]
+
+    def state_drift(self, buffers: Sequence[Buffer], first: tuple[list[torch.Tensor], list[torch.Tensor]],
+                    last: tuple[list[torch.Tensor], list[torch.Tensor]], tol: float, label: str, *,
+                    skip: set[int] = frozenset()) -> list[str]:  # type: ignore[assignment]
+        """Where the last replay left a buffer otherwise than the first, on the same inputs: of the bytes either
+        replay wrote (those another size's replay wrote in between are neither's), any that differ, bitwise for
+        integers and within `tol` relative L2 for floats (atomics may add in another order)."""
+        found = []
+        for buf, b1, a1, b3, a3 in zip(buffers, *first, *last, strict=True):
+            if id(buf) in skip or not buf.nbytes:
+                continue
+            differ = ((a1 != b1) | (a3 != b3)) & (a3 != a1)
+            if not bool(differ.any()):
+                continue
+            dtype = buf.dtype or torch.uint8
+            if dtype.is_floating_point and buf.nbytes % dtype.itemsize == 0:
+                x, y = a1.view(dtype).double(), a3.view(dtype).double()
+                if bool(x.isfinite().all() and y.isfinite().all()):
+                    norm = float(x.norm())
+                    err = float((y - x).norm()) / norm if norm else float((y - x).norm())
+                    if err <= tol:
+                        continue
+            at = torch.nonzero(differ).flatten()
+            lo, hi, count = int(at[0]), int(at[-1]) + 1, int(at.numel())
+            element = lo // dtype.itemsize
+            was, now = (v.view(dtype)[element].item() if buf.nbytes % dtype.itemsize == 0 else v[lo].item()
+                        for v in (a1, a3))
+            found.append(f"{buf.name} ({buf.site}) differs in {count:,} of its {buf.nbytes:,} B after {label} from "
+                         f"after replay #1, the inputs the same (bytes {lo:,} to {hi:,}; element {element:,} was "
+                         f"{was!r}, now {now!r}): state the graph does not reset")
+        return found
+
+    def kept_from_capture(self, buffers: Sequence[Buffer], returned: torch.Tensor) -> None:
+        """Of the buffers a capture made, those the op still points at when it ends are its cache (persistent):
+        a graph's temporaries die with the capture, and the graph pool keeps their memory; a cache the op lets go
+        of later is released, its memory the process's again. The output the capture returned is the harness's."""
+        out = returned.data_ptr() - self.slab.data_ptr()
+        for buf in buffers:
+            if buf.alive() and not buf.start <= out < buf.start + max(buf.nbytes, 1):
+                buf.persistent, buf.poison = True, None
+
+    def released(self) -> list[Buffer]:
+        """Buffers the op cached and has since let go of (nothing points at them now), whichever size made them:
+        any size's graph may still point at them."""
+        return [b for b in self.buffers if b.persistent and (b.resized_away or b.holder is not None and not b.alive())]
+
+    def hand_out_released(self, *, flipped: bool = False) -> list[tuple[Buffer, torch.Tensor]]:
+        """Give what the op released to a stranger, as the caching allocator would: each such buffer is filled with
+        STRANGER_WORD (again, at each call; `flipped`: every bit of it flipped), its bytes when first handed out
+        kept. A graph that still writes there changes the stranger's
+        bytes; one that reads there reads NaN."""
+        out = []
+        words = self.slab.view(torch.int32)
+        for buf in self.released():
+            if id(buf) not in self._handed_out:  # its bytes when first handed out, however often filled again
+                self._handed_out[id(buf)] = (buf, self.slab[buf.start: buf.start + buf.nbytes].clone())
+            out.append(self._handed_out[id(buf)])
+            lo, hi = buf.start // 4, _round_up(buf.start + buf.nbytes, 4) // 4
+            words[lo:hi].fill_(_signed(STRANGER_WORD ^ (0xFFFFFFFF * flipped), 32))
+        return out
+
+    def strangers_changed(self, strangers: Sequence[tuple[Buffer, torch.Tensor]]) -> list[str]:
+        """What changed in the strangers' bytes since `hand_out_released`, one line per buffer."""
+        pattern = self._pattern(STRANGER_WORD)
+        found = []
+        for buf, _ in strangers:
+            span = _round_up(buf.nbytes, 4)
+            changed = self.slab[buf.start: buf.start + span] != pattern.repeat(span // 4)
+            if bool(changed.any()):
+                at = torch.nonzero(changed).flatten()
+                lo, hi = int(at[0]), int(at[-1]) + 1
+                found.append(f"bytes {lo:,} to {hi:,} of memory the op had released ({int(at.numel()):,} B now differ "
+                             f"from the stranger's fill): {buf.name} ({buf.site}), {buf.nbytes:,} B, handed to a "
+                             f"stranger who filled it with 0x{STRANGER_WORD:08X}")
+        return found
 
     # -- the lane checker's findings and the launches' arguments ---------------------------------------
 
@@ -1271,6 +1365,8 @@ class GuardMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = dict(kwargs or {})
+        if func is torch.Tensor.resize_ and args and self._grows_guarded(args[0], args[1:], kwargs):
+            return self._regrow(args[0], _size(list(args[1:]) or [kwargs["size"]]))
         kind = _FACTORIES.get(func)
         if kind is None:
             return func(*args, **kwargs)
@@ -1327,6 +1423,35 @@ class GuardMode(TorchFunctionMode):
             value = 1
         return shape, stride, dtype, value, bool(kwargs.get("requires_grad"))
 
+    def _grows_guarded(self, tensor: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
+        """Whether `tensor.resize_(...)` would grow a guarded buffer past its bytes (which torch cannot do to memory
+        it did not allocate)."""
+        if not isinstance(tensor, torch.Tensor) or tensor.device.type != self.guards.device.type:
+            return False
+        if not self.guards.in_slab(tensor.untyped_storage().data_ptr()):
+            return False
+        shape = _size(list(args) or [kwargs.get("size", ())])
+        numel = int(np.prod(shape)) if shape else 1
+        return (tensor.storage_offset() + numel) * tensor.element_size() > tensor.untyped_storage().nbytes()
+
+    def _regrow(self, tensor: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """`resize_` as torch does it for memory it owns: new memory (a new guarded buffer, `empty` contents past
+        the old bytes), the old bytes copied, the tensor moved onto it, and the old memory freed once nothing else
+        points at it. A graph captured before still points at the old memory: flashinfer #4553's use-after-free."""
+        site = call_site() or ("resize_", "resize_")
+        old = tensor.untyped_storage()
+        was = self.guards.owner(old.data_ptr())
+        grown = self.make(shape, None, tensor.dtype, "empty", None, (was.name if was else site[0], site[1]))
+        if was is not None:
+            # torch frees the old memory here; the harness's views of it (a tensor's `_base`) would keep its holder
+            # alive, so the buffer is marked released by hand
+            was.resized_away = True
+        itemsize = tensor.element_size()
+        held = old.nbytes() // itemsize - tensor.storage_offset()  # from the tensor's start to its memory's end
+        keep = min(held, grown.numel())
+        grown.view(-1)[:keep].copy_(tensor.as_strided((held,), (1,))[:keep])
+        return tensor.set_(grown.untyped_storage(), grown.storage_offset(), shape, grown.stride())
+
     def make(self, shape: tuple[int, ...], stride: tuple[int, ...] | None, dtype: torch.dtype, kind: str,
              value: Any, site: tuple[str, str]) -> torch.Tensor:
         """A guarded tensor of `shape` (and `stride`), filled as the factory `kind` would."""
@@ -1339,7 +1464,11 @@ class GuardMode(TorchFunctionMode):
         inferred, where = site
         buf = self.guards.allocate(nbytes, self.guards.labelled(inferred), where, row_bytes,
                                    empty_itemsize=itemsize if kind == "empty" else None, capturing=self.capturing)
-        flat = self.guards.view(buf, dtype) if self.capturing else self.guards.owned(buf, dtype)
+        buf.dtype = dtype
+        # Under a CUDA capture, the buffer is a view of the slab (nothing may allocate host-side objects of the
+        # device then); on CPU it is owned like any other, so that a cache the capture made is seen let go of.
+        owned = not self.capturing or self.guards.device.type != "cuda"
+        flat = self.guards.owned(buf, dtype) if owned else self.guards.view(buf, dtype)
         tensor = flat.as_strided(shape, stride)
         if kind != "empty":
             flat.fill_(value)

@@ -66,7 +66,7 @@ def unseen_reads(case: CaseSpec) -> tuple[str, ...]:
 
 
 def run_cases(cases: Sequence[CaseSpec], device: torch.device, *, budget: int | None = None,
-              backend: Backend | None = None, replays: int = 2, scenarios_flag: str = "") -> list[CaseResult]:
+              backend: Backend | None = None, replays: int = 3, scenarios_flag: str = "") -> list[CaseResult]:
     """Run one scenario-policy's cases (any sizes, one seed) through the protocol in one shared slab."""
     if not cases:
         return []

@@ -124,7 +124,7 @@ class MoEScenario(ScenarioBase):
 
         dev = device()
         cases = resolve_cases(scenario_id, self, Policy(variant), sizes, profile_of(dev), seed)
-        return run_cases(cases, dev, budget=budget, scenarios_flag=self.scenarios_flag(), replays=replays or 2)
+        return run_cases(cases, dev, budget=budget, scenarios_flag=self.scenarios_flag(), replays=replays or 3)
 
     @model_validator(mode="after")
     def _cross_check(self, info: ValidationInfo) -> MoEScenario:

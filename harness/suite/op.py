@@ -201,7 +201,7 @@ class OpScenario(ScenarioBase):
             try:
                 results += check(spec.op, spec.inputs, [size], reference=spec.reference, constants=spec.constants,
                                  tolerance=tolerance or _DEFAULT_TOLERANCE, expect=self.expectation(variant, size),
-                                 seed=seed, guard_budget=budget, replays=replays or 2, name=scenario_id,
+                                 seed=seed, guard_budget=budget, replays=replays or 3, name=scenario_id,
                                  variant=variant, repro=repro)
             except UsageError as err:
                 raise BadInput(f"{self.where(scenario_id)}: {variant} T={size}: {err}") from None
