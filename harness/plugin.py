@@ -256,26 +256,14 @@ class CaseItem(pytest.Item):
         return result
 
     def _quarantined(self) -> CaseResult:
-        """A crash class never launches in-process: the case runs in a child process."""
-        from graph_harness.core.results import CaseResult
+        """A crash class never launches in-process: the case runs in a child process, killed if it hangs."""
+        from graph_harness.core.capture import hang_floor
+        from graph_harness.suite.isolate import run_isolated
+        from graph_harness.suite.plan import Group, Selection
 
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "result.json"
-            argv = [sys.executable, "-m", "graph_harness.cli", "run", self.scenario_id, "--variant", self.variant,
-                    "--sizes", str(self.tokens), "--json", str(out)]
-            if self.scenario.source is not None:
-                argv += ["--scenarios", str(self.scenario.source.parent)]
-            try:
-                child = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=_child_timeout(),
-                                       env={**os.environ, _CHILD: "1"})
-            except subprocess.TimeoutExpired:
-                raise CaseCrash(f"hang: the quarantined case's child process ran past {_child_timeout():g} s and was "
-                                "killed") from None
-            records = json.loads(out.read_text()) if out.exists() and out.stat().st_size else []
-        if records:
-            return CaseResult.from_record(records[0])
-        raise CaseCrash(f"quarantined case exited {child.returncode} with no result: "
-                        f"{(child.stderr.strip().splitlines() or [''])[-1]}")
+        group = Group(self.scenario_id, self.scenario, self.variant, (self.tokens,))
+        (result,) = run_isolated(group, Selection(), hang_floor())
+        return result
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         """A compact table of the violations and diagnostics, and one repro line; no traceback."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -301,8 +302,15 @@ class ScenarioBase(Frozen):
     capture_sizes: Sizes
     cpu_sizes: Sizes | None = None  # the CPU profile's subset
     seed: Seed = 0
+    # The floor, in seconds, of every run's bound past which it is a hang (graph_harness.core.capture); a scenario
+    # that expects a hang sets a short one. --hang-after (GRAPH_HARNESS_HANG_AFTER) overrides it.
+    hang_after: Annotated[float, Strict(), Field(gt=0)] | None = None
 
     _source: Path | None = PrivateAttr(default=None)
+
+    def hang_floor(self) -> float | None:
+        """The floor this scenario's runs get: the environment's when it sets one, else its own (None: default)."""
+        return None if os.environ.get("GRAPH_HARNESS_HANG_AFTER") else self.hang_after
 
     def model_post_init(self, context: Any) -> None:
         """Remember the file this entry came from (validation context `file`), for messages and repro lines."""

@@ -20,10 +20,11 @@ from graph_harness.cli.common import (
     write_json,
 )
 from graph_harness.core.results import CaseResult, result_schema
+from graph_harness.core.verdict import Verdict
 from graph_harness.errors import bad_value
 from graph_harness.moe.scenario import MoEScenario
 from graph_harness.reports.bugs_tables import bugs_table, reproduce_table, scenarios_table
-from graph_harness.suite.bugs import Bug, Reproduction, load_registry, pick_bug, registry_path, registry_schema
+from graph_harness.suite.bugs import Bug, BugSide, Reproduction, load_registry, pick_bug, registry_path, registry_schema
 from graph_harness.suite.files import Scenario, builtin_scenario_dir, scenario_file_schema
 
 
@@ -40,8 +41,7 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
     ran: dict[str, CaseResult] = {}
     for side, variant in (("buggy", bug.buggy), ("fixed", bug.fixed)):
         try:
-            ran[side] = scenarios[variant.scenario].run(variant.scenario, variant.variant, [bug.size],
-                                                        seed=args.seed)[0]
+            ran[side] = _run_side(scenarios[variant.scenario], variant, bug.size, args.seed)
         except KeyboardInterrupt:
             for done, result in ran.items():
                 console.print(f"{done}: {result.scenario} {result.variant} T={result.capture_size}: "
@@ -63,6 +63,19 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
         if not ok:
             print_failure(console, result, side)
     return 0 if rep.reproduced else 1
+
+
+def _run_side(scenario: Scenario, side: BugSide, size: int, seed: int | None) -> CaseResult:
+    """One side's case; in a child process when it must hang (a hung GPU kernel cannot be stopped in-process)."""
+    if side.verdict is not Verdict.HANG:
+        return scenario.run(side.scenario, side.variant, [size], seed=seed)[0]
+    from graph_harness.core.capture import hang_floor
+    from graph_harness.suite.isolate import run_isolated
+    from graph_harness.suite.plan import Group, Selection
+
+    (result,) = run_isolated(Group(side.scenario, scenario, side.variant, (size,)), Selection(seed=seed),
+                             scenario.hang_floor() or hang_floor())
+    return result
 
 
 def _list_record(scenarios: Mapping[str, Scenario], bugs: Mapping[str, Bug]) -> dict[str, Any]:

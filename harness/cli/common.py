@@ -83,13 +83,33 @@ def add_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replays", type=at_least_three, metavar="N", help="replays per graph (>= 3; default: 3)")
     parser.add_argument("--guard-budget", type=gib, metavar="GIB",
                         help="guard slab size (default: 1 GiB on CPU, 60%% of free GPU memory up to 48 GiB)")
+    parser.add_argument("--isolate", action="store_true",
+                        help="run each scenario-variant in a child process, killed when a run hangs past its bound "
+                             "(a hung GPU kernel cannot be stopped in-process)")
+    parser.add_argument("--hang-after", type=seconds, metavar="S",
+                        help="the floor of every run's bound, in seconds, past which it is a hang (default: 120; "
+                             "also GRAPH_HARNESS_HANG_AFTER)")
     add_scenario_dir(parser)
 
 
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if value > 0 and value != float("inf"):
+        return value
+    raise argparse.ArgumentTypeError(f"got {text!r}; allowed: seconds, a number > 0")
+
+
 def selection(args: argparse.Namespace) -> Selection:
-    """The selection the flags of `add_selection` ask for."""
+    """The selection the flags of `add_selection` ask for. `--hang-after` goes into the environment, where the
+    protocol and a quarantined case's child process read it."""
+    if getattr(args, "hang_after", None) is not None:
+        os.environ["GRAPH_HARNESS_HANG_AFTER"] = repr(args.hang_after)
     return Selection(scenarios=args.scenarios, variants=args.variants or (), sizes=args.sizes or (), seed=args.seed,
-                     replays=args.replays, guard_budget=args.guard_budget, scenario_dir=args.scenario_dir)
+                     replays=args.replays, guard_budget=args.guard_budget, scenario_dir=args.scenario_dir,
+                     isolate=bool(getattr(args, "isolate", False)))
 
 
 class DeviceWedged(Exception):

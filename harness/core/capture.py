@@ -294,9 +294,12 @@ class ReexecBackend:
             return tensor
 
         tape = _Tape(guards)
-        with GuardMode(guards, capturing=True, on_alloc=keep), quiet_poison(), _launches_recorded(tape), \
-                _capturing(True), tape:
-            out = thunk()
+        try:
+            with GuardMode(guards, capturing=True, on_alloc=keep), quiet_poison(), _launches_recorded(tape), \
+                    _capturing(True), tape:
+                out = thunk()
+        except RuntimeError as err:  # as torch.cuda.graph's exit turns what the op raised into a capture failure
+            raise CaptureError(f"{type(err).__name__}: {_first_line(err)}") from err
         gc.collect(1)  # a young reference cycle is not a cache
         guards.kept_from_capture(allocations, returned=out)
         return _Recording(tape, out, allocations)
@@ -414,6 +417,18 @@ def hang_floor() -> float:
         return float(text) if text else HANG_FLOOR_S
     except ValueError:
         raise UsageError(f"GRAPH_HARNESS_HANG_AFTER: got {text!r}; allowed: seconds, a number > 0") from None
+
+
+PROGRESS_ENV = "GRAPH_HARNESS_PROGRESS"  # a file the run in progress is written to, for a parent process
+
+
+def _progress(what: str, seconds: float) -> None:
+    """Tell a parent process watching this one (`suite.isolate`) what runs now and for how long it may: one line,
+    `phase<TAB>bound in seconds<TAB>wall-clock start`, replaced at every run."""
+    path = os.environ.get(PROGRESS_ENV)
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(f"{what}\t{seconds!r}\t{time.time()!r}\n")
 
 
 def wedged() -> bool:
@@ -548,6 +563,7 @@ class _Clock:
     def bounded(self, size: _Size, what: str) -> Iterator[None]:
         self.seconds, self.what = size.bound(self.floor), what
         self.deadline = time.monotonic() + self.seconds
+        _progress(what, self.seconds)
         previous = None
         if self.alarms:
             previous = signal.signal(signal.SIGALRM, self._ring)
@@ -560,6 +576,7 @@ class _Clock:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, previous)
             self.deadline = math.inf
+            _progress(f"checks after {what}", self.floor)
 
     def settle(self) -> None:
         """Wait for the device to finish what was launched, until the deadline."""
@@ -918,10 +935,13 @@ def _judge_state(size: _Size, guards: Guards, backend: Backend, clock: _Clock) -
 
 
 def _reads_strangers(size: _Size, guards: Guards, backend: Backend, clock: _Clock, released: set[int]) -> bool:
-    """Differential poisoning of released memory: replay the last replay's inputs again with every bit of the
-    stranger's fill flipped. An output, or a state byte, that changes with it was read from memory the op had
-    released."""
+    """Differential poisoning of released memory: replay the last replay again, its inputs and the state it
+    started from put back, with every bit of the stranger's fill flipped. An output, or a state byte, that
+    changes with it was read from memory the op had released."""
     last = size.replayed[-1]
+    if size.last is None:
+        return False
+    guards.put_state(size.state, size.last[0], skip=released)
     guards.hand_out_released(flipped=True)
     size.load(last.inputs)
     guards.arm(_FILLS[(last.number - 1) % 2])
@@ -935,8 +955,8 @@ def _reads_strangers(size: _Size, guards: Guards, backend: Backend, clock: _Cloc
     found = []
     if not agree(again, last.out, tol):
         found.append(f"its output changed ({compare(again, last.out.double(), tol)})")
-    if size.last is not None:
-        found += guards.state_drift(size.state, size.last, (before, after), tol, "the check", skip=released)
+    found += guards.state_drift(size.state, size.last, (before, after), tol, "the check",
+                                against=f"replay #{last.number}", skip=released)
     if not found:
         return False
     names = ", ".join(f"{b.name} ({b.site}, {b.nbytes:,} B)" for b, _ in size.strangers)

@@ -192,7 +192,7 @@ def check(op: Op, inputs: Inputs, sizes: Sequence[int] = (1,), *, reference: Ref
           constants: Mapping[str, Any] | None = None, tolerance: float = DEFAULT_TOLERANCE,
           device: torch.device | str | None = None,
           expect: ExpectLike | None = None, seed: int = 0, replays: int = 3, guard_budget: int | None = None,
-          name: str | None = None, variant: str = "default", repro: str | None = None,
+          name: str | None = None, variant: str = "default", repro: str | Callable[[int], str] | None = None,
           backend: Backend | None = None, hang_after: float | None = None) -> list[CaseResult]:
     """Guard, run eagerly, capture, replay and judge `op` at each capture size; one `CaseResult` per size.
 
@@ -227,7 +227,8 @@ def check(op: Op, inputs: Inputs, sizes: Sequence[int] = (1,), *, reference: Ref
         t: _OpWorkload(op, inputs, t, reference, guarded, tolerance, dev) for t in sizes}
     label = name or getattr(op, "__name__", None) or type(op).__name__
     limits = () if reference is not None else (NO_REFERENCE,)
-    cases = [Case(label, variant, t, seed, expectations[t], repro=repro, limits=limits) for t in sizes]
+    cases = [Case(label, variant, t, seed, expectations[t], repro=repro(t) if callable(repro) else repro, limits=limits)
+             for t in sizes]
     return run_and_judge(cases, workloads, guards, backend or default_backend(dev), replays=replays,
                          hang_after=hang_after)
 

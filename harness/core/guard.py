@@ -130,13 +130,21 @@ class Buffer:
 
 
 class _CudaArena:
-    """Device memory as `__cuda_array_interface__`: a tensor made of it holds this object until it dies."""
+    """Device memory as `__cuda_array_interface__`: a tensor made of it holds this object until it dies, and
+    this object the slab, so that an op that caches the tensor past its check never points at freed memory."""
 
-    __slots__ = ("__cuda_array_interface__", "__weakref__")
+    __slots__ = ("__cuda_array_interface__", "__weakref__", "slab")
 
-    def __init__(self, address: int, nbytes: int) -> None:
+    def __init__(self, address: int, nbytes: int, slab: torch.Tensor) -> None:
         self.__cuda_array_interface__ = {"shape": (nbytes,), "typestr": "|u1", "data": (address, False),
                                          "version": 3, "strides": None}
+        self.slab = slab
+
+
+class _HostArena(np.ndarray):
+    """Host memory of the slab as a numpy array: as `_CudaArena`, it holds the slab."""
+
+    slab: torch.Tensor
 
 
 @dataclass
@@ -603,10 +611,11 @@ class Guards:
         holder: Any
         try:
             if self.device.type == "cuda":
-                holder = _CudaArena(address, nbytes)
+                holder = _CudaArena(address, nbytes, self.slab)
                 raw = torch.as_tensor(holder, device=self.device)
             else:
-                holder = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(address))
+                holder = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(address)).view(_HostArena)
+                holder.slab = self.slab
                 raw = torch.from_numpy(holder)
         except (TypeError, RuntimeError, ValueError):
             return self.view(buf, dtype)
@@ -821,9 +830,15 @@ class Guards:
         """A copy of each buffer's bytes."""
         return [self.slab[b.start: b.start + b.nbytes].clone() for b in buffers]
 
+    def put_state(self, buffers: Sequence[Buffer], saved: Sequence[torch.Tensor], *, skip: set[int]) -> None:
+        """Write back bytes `state_bytes` took, except into the buffers in `skip` (by id)."""
+        for buf, kept in zip(buffers, saved, strict=True):
+            if id(buf) not in skip:
+                self.slab[buf.start: buf.start + buf.nbytes].copy_(kept)
+
     def state_drift(self, buffers: Sequence[Buffer], first: tuple[list[torch.Tensor], list[torch.Tensor]],
                     last: tuple[list[torch.Tensor], list[torch.Tensor]], tol: float, label: str, *,
-                    skip: set[int] = frozenset()) -> list[str]:  # type: ignore[assignment]
+                    against: str = "replay #1", skip: set[int] = frozenset()) -> list[str]:  # type: ignore[assignment]
         """Where the last replay left a buffer otherwise than the first, on the same inputs: of the bytes either
         replay wrote (those another size's replay wrote in between are neither's), any that differ, bitwise for
         integers and within `tol` relative L2 for floats (atomics may add in another order)."""
@@ -848,7 +863,7 @@ class Guards:
             was, now = (v.view(dtype)[element].item() if buf.nbytes % dtype.itemsize == 0 else v[lo].item()
                         for v in (a1, a3))
             found.append(f"{buf.name} ({buf.site}) differs in {count:,} of its {buf.nbytes:,} B after {label} from "
-                         f"after replay #1, the inputs the same (bytes {lo:,} to {hi:,}; element {element:,} was "
+                         f"after {against}, the inputs the same (bytes {lo:,} to {hi:,}; element {element:,} was "
                          f"{was!r}, now {now!r}): state the graph does not reset")
         return found
 
@@ -1424,11 +1439,11 @@ class GuardMode(TorchFunctionMode):
         return shape, stride, dtype, value, bool(kwargs.get("requires_grad"))
 
     def _grows_guarded(self, tensor: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
-        """Whether `tensor.resize_(...)` would grow a guarded buffer past its bytes (which torch cannot do to memory
-        it did not allocate)."""
+        """Whether `tensor.resize_(...)` would grow memory torch did not allocate past its bytes (a guarded buffer, of
+        this check or an earlier one the op cached it from), which torch cannot do."""
         if not isinstance(tensor, torch.Tensor) or tensor.device.type != self.guards.device.type:
             return False
-        if not self.guards.in_slab(tensor.untyped_storage().data_ptr()):
+        if tensor.untyped_storage().resizable():  # memory torch allocated: torch grows it
             return False
         shape = _size(list(args) or [kwargs.get("size", ())])
         numel = int(np.prod(shape)) if shape else 1

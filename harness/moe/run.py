@@ -66,7 +66,8 @@ def unseen_reads(case: CaseSpec) -> tuple[str, ...]:
 
 
 def run_cases(cases: Sequence[CaseSpec], device: torch.device, *, budget: int | None = None,
-              backend: Backend | None = None, replays: int = 3, scenarios_flag: str = "") -> list[CaseResult]:
+              backend: Backend | None = None, replays: int = 3, scenarios_flag: str = "",
+              hang_after: float | None = None) -> list[CaseResult]:
     """Run one scenario-policy's cases (any sizes, one seed) through the protocol in one shared slab."""
     if not cases:
         return []
@@ -85,4 +86,5 @@ def run_cases(cases: Sequence[CaseSpec], device: torch.device, *, budget: int | 
                    repro=run_command(c.scenario, c.policy.value, c.tokens, c.seed) + scenarios_flag,
                    limits=() if exact else unseen_reads(c))
               for c in cases]
-    return run_and_judge(judged, workloads, guards, backend or default_backend(device), replays=replays)
+    return run_and_judge(judged, workloads, guards, backend or default_backend(device), replays=replays,
+                         hang_after=hang_after)

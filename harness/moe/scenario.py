@@ -124,7 +124,8 @@ class MoEScenario(ScenarioBase):
 
         dev = device()
         cases = resolve_cases(scenario_id, self, Policy(variant), sizes, profile_of(dev), seed)
-        return run_cases(cases, dev, budget=budget, scenarios_flag=self.scenarios_flag(), replays=replays or 3)
+        return run_cases(cases, dev, budget=budget, scenarios_flag=self.scenarios_flag(), replays=replays or 3,
+                         hang_after=self.hang_floor())
 
     @model_validator(mode="after")
     def _cross_check(self, info: ValidationInfo) -> MoEScenario:

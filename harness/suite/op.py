@@ -195,17 +195,16 @@ class OpScenario(ScenarioBase):
         spec = self.spec(scenario_id, variant)
         seed = self.seed if seed is None else seed
         tolerance = self.tolerance or spec.tolerance
-        results: list[CaseResult] = []
-        for size in sizes:  # one check per size: each size has its own expectation
-            repro = self.repro(scenario_id, variant, size, seed)
-            try:
-                results += check(spec.op, spec.inputs, [size], reference=spec.reference, constants=spec.constants,
-                                 tolerance=tolerance or _DEFAULT_TOLERANCE, expect=self.expectation(variant, size),
-                                 seed=seed, guard_budget=budget, replays=replays or 3, name=scenario_id,
-                                 variant=variant, repro=repro)
-            except UsageError as err:
-                raise BadInput(f"{self.where(scenario_id)}: {variant} T={size}: {err}") from None
-        return results
+        # One check for every size, as a server captures them: one op, one slab, graphs captured into one pool,
+        # so that what one size's capture does to the op's caches reaches the graphs captured before it.
+        try:
+            return check(spec.op, spec.inputs, list(sizes), reference=spec.reference, constants=spec.constants,
+                         tolerance=tolerance or _DEFAULT_TOLERANCE,
+                         expect=lambda size: self.expectation(variant, size), seed=seed, guard_budget=budget,
+                         replays=replays or 3, name=scenario_id, variant=variant,
+                         repro=lambda size: self.repro(scenario_id, variant, size, seed), hang_after=self.hang_floor())
+        except UsageError as err:
+            raise BadInput(f"{self.where(scenario_id)}: {variant} T={', '.join(map(str, sizes))}: {err}") from None
 
 
 def _import(module_name: str, source: Path | None) -> Any:

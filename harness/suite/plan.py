@@ -26,6 +26,7 @@ class Selection:
     replays: int | None = None
     guard_budget: int | None = None
     scenario_dir: Path | None = None
+    isolate: bool = False  # each group in a child process (suite.isolate)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,12 @@ def make_plan(selection: Selection, profile: Callable[[], Profile]) -> Plan:
 
 
 def run_group(group: Group, selection: Selection) -> list[CaseResult]:
-    """Run one group's cases with the selection's seed, replays and guard budget."""
+    """Run one group's cases with the selection's seed, replays and guard budget, in a child process when the
+    selection isolates."""
+    if selection.isolate:
+        from graph_harness.core.capture import hang_floor
+        from graph_harness.suite.isolate import run_isolated
+
+        return run_isolated(group, selection, hang_floor())
     return group.scenario.run(group.scenario_id, group.variant, group.sizes, seed=selection.seed,
                               budget=selection.guard_budget, replays=selection.replays)
