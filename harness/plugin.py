@@ -241,8 +241,13 @@ class CaseItem(pytest.Item):
         _judge([result], self, self.ledger_entry)
 
     def _is_quarantined(self) -> bool:
+        """Quarantined by the ledger, or expected to hang (a hung GPU kernel cannot be stopped in-process)."""
+        if _CHILD in os.environ:
+            return False
+        from graph_harness.core.verdict import Verdict
+
         return (self.ledger_entry is not None and self.ledger_entry.status == "quarantined"
-                and _CHILD not in os.environ)
+                or self.scenario.expected(self.variant) is Verdict.HANG)
 
     def _in_process(self) -> CaseResult:
         from graph_harness.core.triton_env import device
@@ -262,7 +267,7 @@ class CaseItem(pytest.Item):
         from graph_harness.suite.plan import Group, Selection
 
         group = Group(self.scenario_id, self.scenario, self.variant, (self.tokens,))
-        (result,) = run_isolated(group, Selection(), hang_floor())
+        (result,) = run_isolated(group, Selection(), self.scenario.hang_floor() or hang_floor())
         return result
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:

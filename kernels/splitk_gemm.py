@@ -21,9 +21,9 @@ launch re-arms it, as the ASM a16w16 kernels need their counter to be 0 when a l
   - `per_device`: the partials' workspace is registered once per device.
   - `per_stream`: registered per stream, created when eager and looked up under capture, which runs on a
     stream of its own (vLLM #53818: "splitk workspace not initialized for the current CUDA stream").
-  - `grown`: one shared workspace grown with `resize_()` when the call needs more; under capture the call for
-    M=16 asks 256 B more than it holds, after larger graphs captured its address (flashinfer #4553: a cuDNN
-    plan asked 33,554,688 B of the 33,554,432 mid-capture).
+  - `grown`: one shared workspace grown with `resize_()` when the call needs more; the first eager call after a
+    capture (a prefill between decode replays) asks 256 B more than it holds, after the graphs captured its
+    address (flashinfer #4553: a cuDNN plan asked 33,554,688 B of the 33,554,432; #4398, #4827).
   - `retired`: grown by a new buffer, the old one kept alive for the graphs that hold it (flashinfer #4399).
 """
 
@@ -38,8 +38,7 @@ from graph_harness.kernels._triton import tl, triton
 
 BLOCK_N = 32
 SPLITS = 4
-_WORKSPACE_GROWTH = 256  # bytes the capture-time call asks past its eager need (flashinfer #4553's log)
-_GROWING_AT = 16  # the M whose capture-time call asks them
+_WORKSPACE_GROWTH = 256  # bytes a plan asks past what the workspace holds (flashinfer #4553's log)
 
 
 @triton.jit
@@ -81,6 +80,7 @@ class SplitKGemm:
         self.registry: dict[Any, torch.Tensor] = {}
         self.shared: torch.Tensor | None = None
         self.retired: list[torch.Tensor] = []
+        self.captured = self.grown_once = False
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         x, w = inputs["x"], inputs["w"]
@@ -115,8 +115,11 @@ class SplitKGemm:
         if self.shared is None:
             self.shared = torch.empty(floats, dtype=torch.float32, device=x.device)
         need = floats
-        if x.shape[0] == _GROWING_AT and torch.cuda.is_current_stream_capturing():
-            need = max(need, self.shared.numel() + _WORKSPACE_GROWTH // 4)  # the plan under capture asks more
+        if torch.cuda.is_current_stream_capturing():
+            self.captured = True
+        elif self.captured and not self.grown_once:  # the first eager call after a capture: a prefill's plan
+            self.grown_once = True
+            need = max(need, self.shared.numel() + _WORKSPACE_GROWTH // 4)
         if self.shared.numel() < need:
             if self.workspace == "retired":
                 self.retired.append(self.shared)

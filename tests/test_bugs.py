@@ -53,7 +53,8 @@ def _render(table: Table, width: int = 100) -> str:
 
 def test_registry_holds_the_expressible_bugs_of_the_contracts() -> None:
     assert list(BUGS) == ["aiter-2508", "aiter-2551-padding", "aiter-3050", "aiter-3997", "aiter-sort-tail",
-                          "cktile-split", "stage2-padding-nan", "rocm-6242"]
+                          "cktile-split", "stage2-padding-nan", "rocm-6242", "aiter-4494", "aiter-5393", "vllm-53818",
+                          "flashinfer-4553"]
     founding = BUGS["aiter-2508"]
     assert (founding.buggy.scenario, founding.buggy.variant, founding.size) == (
         "deepseek-v3-ep-decode", "original", 1)

@@ -676,7 +676,7 @@ def _run(sizes: list[_Size], guards: Guards, backend: Backend, replays: int, ste
             with guards.tagged(size.tokens), guards.running(f"replay T={size.tokens} #{r + 1}"):
                 _replay(size, r, r, guards, backend, clock, keep=r == 0)
     for size in _replaying(sizes):
-        if guards.persistent(size.tokens):  # an op that keeps memory across calls may re-allocate it in one
+        if guards.persistent():  # an op that keeps memory across calls (any size's) may re-allocate it in one
             with guards.tagged(size.tokens):
                 _eager_again(size, guards, backend, clock)
     for size in _replaying(sizes):  # the last replay: input set 1 again, what the op released in a stranger's hands
