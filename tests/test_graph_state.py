@@ -89,7 +89,9 @@ def test_a_semaphore_zeroed_once_is_replay_state(device: torch.device) -> None:
     assert now - was == 3 * SPLITS
     assert "differs in 1 of its 4 B after replay #3 from after replay #1, the inputs the same" in state
     assert any("replay #1 was the first to drift" in n for n in drift), drift
-    assert any(n.startswith("replay-state: eagerly, the same inputs gave another output after capture") for n in drift)
+    if device.type == "cpu":  # on a GPU the warm-up made the first call: eager run #1 is already wrong
+        assert any(n.startswith("replay-state: eagerly, the same inputs gave another output after capture")
+                   for n in drift)
 
 
 @pytest.mark.parametrize("op", [SplitSum(reset=True), SplitSum(zero_each_call=True)],

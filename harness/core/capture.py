@@ -114,12 +114,20 @@ class CudaGraphBackend:
 
     def capture(self, thunk: Thunk, guards: Guards) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
         graph = torch.cuda.CUDAGraph(keep_graph=True)
+        made: list[Buffer] = []
+
+        def keep(buf: Buffer, tensor: torch.Tensor) -> torch.Tensor:
+            made.append(buf)
+            return tensor
+
         try:
             with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"), \
-                    GuardMode(guards, capturing=True):
+                    GuardMode(guards, capturing=True, on_alloc=keep):
                 out = thunk()
         except RuntimeError as err:
             raise CaptureError(_first_line(err)) from err
+        gc.collect(1)  # a young reference cycle is not a cache
+        guards.kept_from_capture(made, returned=out)
         return graph, out
 
     def audit(self, graph: Any, guards: Guards, phase: str) -> None:
@@ -183,6 +191,12 @@ class _Tape(TorchDispatchMode):  # type: ignore[no-untyped-call]
     is allowed, as it is on CUDA for a tensor in host memory, which every tensor is here: its value is baked
     in. On a GPU, the same read of device memory is a capture error.
     """
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        """No: torch would wrap `__torch_dispatch__` to keep dynamo out of it, importing torch._dynamo (a second
+        on CPU) at the first op. Nothing here compiles."""
+        return False
 
     def __init__(self, guards: Guards) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -446,13 +460,15 @@ class _Wedged(BaseException):
 
 
 class _InFlight:
-    """The Triton launch in progress, for a hang's result (a listener of `launches.observing`)."""
+    """The Triton launch in progress (on CPU, where a launch runs while it is called) and the last one made (on a
+    GPU, where it runs after the call returned), for a hang's result (a listener of `launches.observing`)."""
 
     def __init__(self) -> None:
         self.kernel: str | None = None
+        self.last: str | None = None
 
     def before(self, launch: Launch) -> None:
-        self.kernel = launch.kernel
+        self.kernel = self.last = launch.kernel
 
     def after(self, launch: Launch) -> None:
         self.kernel = None
@@ -560,8 +576,13 @@ class _Clock:
         self.alarms = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
 
     @contextmanager
-    def bounded(self, size: _Size, what: str) -> Iterator[None]:
+    def bounded(self, size: _Size, what: str, *, compiles: bool = False) -> Iterator[None]:
+        """Bound the run inside. `compiles`: the first run of the op on a GPU (its warm-up) JIT-compiles its kernels
+        on the host, which is no hang: it gets at least HANG_FLOOR_S whatever the floor."""
         self.seconds, self.what = size.bound(self.floor), what
+        if compiles:
+            self.seconds = max(self.seconds, HANG_FLOOR_S)
+        self.inflight.last = None
         self.deadline = time.monotonic() + self.seconds
         _progress(what, self.seconds)
         previous = None
@@ -584,7 +605,10 @@ class _Clock:
             raise Hang(self.message(device=True))
 
     def message(self, device: bool = False) -> str:
-        where = f", in {self.inflight.kernel}" if self.inflight.kernel else ""
+        if device:  # the kernels run after their launch returned: the last one launched is the suspect
+            where = f", after {self.inflight.last} was launched" if self.inflight.last else ""
+        else:
+            where = f", in {self.inflight.kernel}" if self.inflight.kernel else ""
         what = "the device had not finished" if device else "it had not returned"
         return f"{self.what}{where} did not finish within its bound of {self.seconds:.3g} s ({what})"
 
@@ -716,7 +740,8 @@ def _eager(size: _Size, guards: Guards, backend: Backend, step_mode: bool, clock
     def warm() -> None:
         size.load(0)
         guards.arm("dense")
-        with _guarded(guards), guards.running(warmup), _write_sets(guards, step_mode), clock.bounded(size, warmup):
+        with _guarded(guards), guards.running(warmup), _write_sets(guards, step_mode), \
+                clock.bounded(size, warmup, compiles=True):
             backend.warmup(size.thunk(step if step_mode else _no_step))
         guards.check(warmup)
 

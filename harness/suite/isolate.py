@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from graph_harness.core.capture import HANG_FLOOR_S, PROGRESS_ENV
 from graph_harness.core.results import CaseResult, environment
 from graph_harness.core.verdict import Verdict
 from graph_harness.suite.plan import Group, Selection
@@ -48,7 +49,6 @@ def run_isolated(group: Group, selection: Selection, floor: float) -> list[CaseR
     child was killed past a run's bound) or a `crash` one (it died)."""
     with tempfile.TemporaryDirectory() as tmp:
         out, progress = Path(tmp) / "results.json", Path(tmp) / "progress"
-        from graph_harness.core.capture import PROGRESS_ENV
 
         env = {**os.environ, CHILD_ENV: "1", PROGRESS_ENV: str(progress)}
         started = time.time()
@@ -72,11 +72,11 @@ def run_isolated(group: Group, selection: Selection, floor: float) -> list[CaseR
 
 def _watch(child: subprocess.Popen[str], progress: Path, started: float, floor: float) -> str | None:
     """Wait for the child; kill it when the run in progress is past its bound and a grace (as long again as the
-    floor), or before its first run when it is past the floor twice (imports, compilation). None when it ended
-    by itself, else what it was running."""
+    floor). None when it ended by itself, else what it was running."""
     while child.poll() is None:
         time.sleep(_POLL_S)
-        what, bound, since = _read(progress) or ("starting up", floor, started)
+        # before its first run the child imports torch and triton: not a hang, however short the floor
+        what, bound, since = _read(progress) or ("starting up", max(floor, HANG_FLOOR_S), started)
         if time.time() - since > bound + floor:
             child.kill()
             child.wait()
