@@ -56,6 +56,8 @@ def test_run_reports_the_founding_overrun_and_the_fix(tmp_path: Path, capsys: py
     (["run", "deepseek-v3-ep-decode", "--seed", "-1"], "argument --seed: got '-1'; allowed: integer >= 0"),
     (["run", "deepseek-v3-ep-decode", "--replays", "2"], "argument --replays: got '2'; allowed: integer >= 3"),
     (["run", "deepseek-v3-ep-decode", "--guard-budget", "0"], "argument --guard-budget: got '0'; allowed: GiB > 0"),
+    (["run", "deepseek-v3-ep-decode", "--hang-after", "soon"],
+     "argument --hang-after: got 'soon'; allowed: seconds, a number > 0"),
 ])
 def test_run_bad_input_is_one_line_and_exit_2(argv, expected, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
