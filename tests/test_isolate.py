@@ -11,86 +11,68 @@ from pathlib import Path
 
 import pytest
 
-SPINOP = '''
+# An op whose second call blocks SIGALRM and spins in host code: no alarm reaches it, only the parent can stop it.
+DEAFOP = '''
 import signal
 
 import torch
-import triton
-import triton.language as tl
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@triton.jit
-def _entry_zero(x_ptr, out_ptr, flag_ptr, n, RESET: tl.constexpr, BLOCK: tl.constexpr):
-    while tl.atomic_add(flag_ptr, 0) != 0:
-        pass
-    tl.atomic_add(flag_ptr, 1)
-    offs = tl.arange(0, BLOCK)
-    mask = offs < n
-    tl.store(out_ptr + offs, tl.load(x_ptr + offs, mask=mask) * 2, mask=mask)
-    if RESET:
-        tl.atomic_add(flag_ptr, -1)
-
-
-def inputs(size, seed):
-    return {"x": torch.randn(size, 16, generator=torch.Generator().manual_seed(seed)).to(DEVICE)}
-
-
-def reference(inputs, **_):
-    return inputs["x"].double() * 2
-
-
-def case(reset=True, deaf=False):
-    flag = []
+def case():
     calls = []
 
     def op(inputs):
-        x = inputs["x"]
         calls.append(1)
-        if deaf and len(calls) == 2:  # host code that no alarm reaches: only the parent can stop it
+        if len(calls) == 2:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
             while True:
                 pass
-        if not flag:
-            flag.append(torch.zeros(1, dtype=torch.int32, device=x.device))
-        out = torch.empty_like(x)
-        _entry_zero[(1,)](x, out, flag[0], x.numel(), RESET=reset, BLOCK=triton.next_power_of_2(x.numel()))
-        return out
+        return inputs["x"] * 2
 
-    return op, inputs, reference
+    def inputs(size, seed):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return {"x": torch.randn(size, 16, generator=torch.Generator().manual_seed(seed)).to(device)}
+
+    return op, inputs, lambda inputs, **_: inputs["x"].double() * 2
 '''
 
+# The split-K GEMM's semaphore zeroed once (aiter #4494): the second launch waits on it for ever.
 SCENARIOS = '''\
 graph-harness: scenarios
 entry-zero:
-  why: a counter that must be zero when a launch starts, given back or not
-  op: spinop:case
+  why: a split-K counter that must be zero when a launch starts, zeroed once or every call
+  op: graph_harness.kernels.splitk_gemm:case
   capture_sizes: [1]
   seed: 3
   variants:
     spins:
-      params: {reset: false}
+      params: {semaphore: zeroed_once, arrival: wait}
       expect: hang
     gives-back:
+      params: {semaphore: per_launch, arrival: wait}
       expect: clean
+deaf:
+  why: host code no alarm reaches
+  op: deafop:case
+  capture_sizes: [1]
+  seed: 3
+  variants:
     deaf:
-      params: {deaf: true}
       expect: hang
 '''
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    (tmp_path / "spinop.py").write_text(SPINOP)
+    (tmp_path / "deafop.py").write_text(DEAFOP)
     (tmp_path / "scenarios").mkdir()
     (tmp_path / "scenarios" / "ops.yaml").write_text(SCENARIOS)
     return tmp_path
 
 
-def _run(project: Path, variant: str) -> tuple[int, dict[str, object]]:
+def _run(project: Path, variant: str, scenario: str = "entry-zero") -> tuple[int, dict[str, object]]:
     out = project / f"{variant}.json"
-    child = subprocess.run([sys.executable, "-m", "graph_harness.cli", "run", "entry-zero", "--variant", variant,
+    child = subprocess.run([sys.executable, "-m", "graph_harness.cli", "run", scenario, "--variant", variant,
                             "--scenarios", str(project / "scenarios"), "--isolate", "--hang-after", "1",
                             "--json", str(out)], capture_output=True, text=True, check=False, cwd=project)
     (record,) = json.loads(out.read_text())
@@ -98,19 +80,19 @@ def _run(project: Path, variant: str) -> tuple[int, dict[str, object]]:
 
 
 def test_a_hang_the_child_catches_is_its_result(project: Path) -> None:
-    """The counter is left at 1: the second launch spins. On CPU the child's alarm stops the interpreter; on a GPU
+    """The counter is left at the split count: the second launch waits on it. On CPU the child's alarm stops the interpreter; on a GPU
     the child finds the kernel still running by polling, says so and exits without waiting on it."""
     rc, record = _run(project, "spins")
     assert (rc, record["verdict"], record["passed"]) == (0, "hang", True)
     # the second call spins: eager run #2 on CPU, #1 on a GPU (the warm-up took the first call)
     error = str(record["error"])
     # on CPU the alarm stops the interpreter in the kernel; on a GPU the last kernel launched is named
-    assert re.match(r"eager T=1 #[12], (in|after) _entry_zero (was launched )?did not finish within its bound of "
+    assert re.match(r"eager T=1 #[12], (in|after) _splitk_kernel (was launched )?did not finish within its bound of "
                     r"[0-9.]+ s", error), error
 
 
 def test_a_hang_no_alarm_reaches_gets_the_child_killed(project: Path) -> None:
-    rc, record = _run(project, "deaf")
+    rc, record = _run(project, "deaf", "deaf")
     assert (rc, record["verdict"], record["passed"], record["backend"]) == (0, "hang", True, "child process")
     error = str(record["error"])
     assert re.fullmatch(r"the child process was killed: eager T=1 #[12] had not finished [0-9.]+ s after it began "

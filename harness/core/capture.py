@@ -16,7 +16,6 @@ classified, never raised: see `SizeOutcome`.
 from __future__ import annotations
 
 import functools
-import gc
 import math
 import os
 import signal
@@ -78,6 +77,10 @@ class Backend(Protocol):
 
     def capture(self, thunk: Thunk, guards: Guards) -> Any: ...
 
+    def output(self, graph: Any) -> torch.Tensor:
+        """The static output a capture returned."""
+        ...
+
     def audit(self, graph: Any, guards: Guards, phase: str) -> None: ...
 
     def replay(self, graph: Any) -> torch.Tensor: ...
@@ -114,21 +117,16 @@ class CudaGraphBackend:
 
     def capture(self, thunk: Thunk, guards: Guards) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
         graph = torch.cuda.CUDAGraph(keep_graph=True)
-        made: list[Buffer] = []
-
-        def keep(buf: Buffer, tensor: torch.Tensor) -> torch.Tensor:
-            made.append(buf)
-            return tensor
-
         try:
             with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"), \
-                    GuardMode(guards, capturing=True, on_alloc=keep):
+                    GuardMode(guards, capturing=True):
                 out = thunk()
         except RuntimeError as err:
             raise CaptureError(_first_line(err)) from err
-        gc.collect(1)  # a young reference cycle is not a cache
-        guards.kept_from_capture(made, returned=out)
         return graph, out
+
+    def output(self, graph: Any) -> torch.Tensor:
+        return cast(torch.Tensor, graph[1])
 
     def audit(self, graph: Any, guards: Guards, phase: str) -> None:
         """Check every memset and memcpy node's destination range, then instantiate."""
@@ -279,11 +277,10 @@ def _interpreted_run(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 @dataclass
 class _Recording:
-    """What a CPU 'graph' holds: its tape, the static output, and the buffers its capture allocated."""
+    """What a CPU 'graph' holds: its tape and the static output."""
 
     tape: _Tape
     out: torch.Tensor
-    allocations: list[Buffer] = field(default_factory=list)
 
 
 class ReexecBackend:
@@ -301,22 +298,18 @@ class ReexecBackend:
         return thunk()
 
     def capture(self, thunk: Thunk, guards: Guards) -> _Recording:
-        allocations: list[Buffer] = []
-
-        def keep(buf: Buffer, tensor: torch.Tensor) -> torch.Tensor:
-            allocations.append(buf)
-            return tensor
-
         tape = _Tape(guards)
         try:
-            with GuardMode(guards, capturing=True, on_alloc=keep), quiet_poison(), _launches_recorded(tape), \
+            with GuardMode(guards, capturing=True), quiet_poison(), _launches_recorded(tape), \
                     _capturing(True), tape:
                 out = thunk()
         except RuntimeError as err:  # as torch.cuda.graph's exit turns what the op raised into a capture failure
             raise CaptureError(f"{type(err).__name__}: {_first_line(err)}") from err
-        gc.collect(1)  # a young reference cycle is not a cache
-        guards.kept_from_capture(allocations, returned=out)
-        return _Recording(tape, out, allocations)
+        return _Recording(tape, out)
+
+    def output(self, graph: Any) -> torch.Tensor:
+        recording: _Recording = graph
+        return recording.out
 
     def host(self) -> AbstractContextManager[None]:
         """For the whole protocol: `torch.cuda.is_current_stream_capturing()` answers on CPU too (False outside
@@ -678,9 +671,11 @@ def _run(sizes: list[_Size], guards: Guards, backend: Backend, replays: int, ste
     for size in sorted(live, key=lambda s: -s.tokens):  # largest first, as vLLM captures
         try:
             size.load(0)
+            made = len(guards.buffers)  # nothing is released during a capture: it is in no scope
             with guards.tagged(size.tokens), guards.running(f"capture T={size.tokens}"), \
                     clock.bounded(size, f"capture T={size.tokens}"):
                 size.graph = backend.capture(size.thunk(_no_step), guards)
+            guards.kept_from_capture(guards.buffers[made:], returned=backend.output(size.graph))
             backend.audit(size.graph, guards, f"graph audit T={size.tokens}")
         except Hang as err:
             _hung(size, err, backend)

@@ -876,6 +876,7 @@ class Guards:
         """Of the buffers a capture made, those the op still points at when it ends are its cache (persistent):
         a graph's temporaries die with the capture, and the graph pool keeps their memory; a cache the op lets go
         of later is released, its memory the process's again. The output the capture returned is the harness's."""
+        gc.collect(1)  # a young reference cycle is not a cache
         out = returned.data_ptr() - self.slab.data_ptr()
         for buf in buffers:
             if buf.alive() and not buf.start <= out < buf.start + max(buf.nbytes, 1):
@@ -1376,12 +1377,10 @@ class GuardMode(TorchFunctionMode):
     Values are honoured (`zeros` is zero); `empty` is poisoned. Other devices pass through.
     """
 
-    def __init__(self, guards: Guards, *, capturing: bool = False,
-                 on_alloc: Callable[[Buffer, torch.Tensor], torch.Tensor] | None = None) -> None:
+    def __init__(self, guards: Guards, *, capturing: bool = False) -> None:
         super().__init__()
         self.guards = guards
         self.capturing = capturing
-        self.on_alloc = on_alloc
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = dict(kwargs or {})
@@ -1492,6 +1491,4 @@ class GuardMode(TorchFunctionMode):
         tensor = flat.as_strided(shape, stride)
         if kind != "empty":
             flat.fill_(value)
-        if self.on_alloc is not None:
-            tensor = self.on_alloc(buf, tensor)
         return tensor
