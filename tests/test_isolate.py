@@ -80,8 +80,9 @@ def _run(project: Path, variant: str, scenario: str = "entry-zero") -> tuple[int
 
 
 def test_a_hang_the_child_catches_is_its_result(project: Path) -> None:
-    """The counter is left at the split count: the second launch waits on it. On CPU the child's alarm stops the interpreter; on a GPU
-    the child finds the kernel still running by polling, says so and exits without waiting on it."""
+    """The counter is left at the split count: the second launch waits on it. On CPU the child's alarm stops the
+    interpreter; on a GPU the child finds the kernel still running by polling, says so and exits without waiting
+    on it."""
     rc, record = _run(project, "spins")
     assert (rc, record["verdict"], record["passed"]) == (0, "hang", True)
     # the second call spins: eager run #2 on CPU, #1 on a GPU (the warm-up took the first call)
