@@ -44,15 +44,16 @@ _PUBLIC = {
     "Verdict": "graph_harness.core.verdict",
     "UsageError": "graph_harness.core.guard",
     "OpSpec": "graph_harness.suite.op",
+    "Piecewise": "graph_harness.core.check",
     "write_results": "graph_harness.core.results",
     "read_results": "graph_harness.core.results",
 }
-__all__ = ["CaseResult", "Environment", "Expectation", "OpSpec", "UsageError", "Verdict", "Violation", "check",
-           "expect", "read_results", "write_results"]
+__all__ = ["CaseResult", "Environment", "Expectation", "OpSpec", "Piecewise", "UsageError", "Verdict", "Violation",
+           "check", "expect", "read_results", "write_results"]
 
 if TYPE_CHECKING:
     from graph_harness.core import expect
-    from graph_harness.core.check import check
+    from graph_harness.core.check import Piecewise, check
     from graph_harness.core.expect import Expectation
     from graph_harness.core.guard import UsageError
     from graph_harness.core.results import CaseResult, Environment, read_results, write_results

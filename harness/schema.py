@@ -344,8 +344,8 @@ class ScenarioBase(Frozen):
         """Its variants' names, in the order they run and print."""
         raise NotImplementedError
 
-    def expected(self, variant: str) -> Verdict:
-        """The verdict a variant must get."""
+    def expected(self, variant: str, size: int | None = None) -> Verdict:
+        """The verdict a variant must get (at capture size `size`, where a scenario states one per size)."""
         raise NotImplementedError
 
     def sizes(self, profile: Profile) -> tuple[int, ...]:

@@ -24,20 +24,31 @@ _ZERO_BLOCK = 4096
 
 
 @triton.jit
-def _count_kernel(ids_ptr, counts_ptr, numel, SCAN: tl.constexpr, FIRST: tl.constexpr):
+def _valid_ids(numel, local_ptr, topk, LOCAL: tl.constexpr):
+    """How many of the T*topk ids to sort: all, or (LOCAL) those of the num_local_tokens[0] first tokens, read
+    from device memory at every launch."""
+    if LOCAL:
+        return tl.minimum(tl.load(local_ptr) * topk, numel)
+    return numel
+
+
+@triton.jit
+def _count_kernel(ids_ptr, counts_ptr, local_ptr, numel, topk, SCAN: tl.constexpr, FIRST: tl.constexpr,
+                  LOCAL: tl.constexpr):
     # FIRST = -1 (unfiltered): one more program, for id -1, stores its count at counts[-1].
     e = tl.program_id(0) + FIRST
+    valid = _valid_ids(numel, local_ptr, topk, LOCAL)
     total = tl.zeros((), dtype=tl.int32)
     for start in range(0, numel, SCAN):
         offs = start + tl.arange(0, SCAN)
-        ids = tl.load(ids_ptr + offs, mask=offs < numel, other=0)
-        total += tl.sum(((ids == e) & (offs < numel)).to(tl.int32), axis=0)
+        ids = tl.load(ids_ptr + offs, mask=offs < valid, other=0)
+        total += tl.sum(((ids == e) & (offs < valid)).to(tl.int32), axis=0)
     tl.store(counts_ptr + e, total)
 
 
 @triton.jit
-def _offsets_kernel(counts_ptr, offsets_ptr, num_valid_ptr, moe_buf_ptr, num_experts, tokens, buf_numel,
-                    BLOCK_M: tl.constexpr, BLOCK_E: tl.constexpr, ZERO: tl.constexpr):
+def _offsets_kernel(counts_ptr, offsets_ptr, num_valid_ptr, moe_buf_ptr, local_ptr, num_experts, tokens, buf_numel,
+                    BLOCK_M: tl.constexpr, BLOCK_E: tl.constexpr, ZERO: tl.constexpr, LOCAL: tl.constexpr):
     pid = tl.program_id(0)
     if pid == 0:
         e = tl.arange(0, BLOCK_E)
@@ -46,7 +57,10 @@ def _offsets_kernel(counts_ptr, offsets_ptr, num_valid_ptr, moe_buf_ptr, num_exp
         inclusive = tl.cumsum(padded, axis=0)
         tl.store(offsets_ptr + e, inclusive - padded, mask=e < num_experts)
         tl.store(num_valid_ptr, tl.sum(padded, axis=0))
-        tl.store(num_valid_ptr + 1, tokens)
+        if LOCAL:
+            tl.store(num_valid_ptr + 1, tl.load(local_ptr))
+        else:
+            tl.store(num_valid_ptr + 1, tokens)
     else:
         # aiter's sorting grid zeroes moe_buf in its extra blocks (moe_buf_set_zero_kernel_2d).
         offs = (pid - 1) * ZERO + tl.arange(0, ZERO)
@@ -55,16 +69,17 @@ def _offsets_kernel(counts_ptr, offsets_ptr, num_valid_ptr, moe_buf_ptr, num_exp
 
 @triton.jit
 def _scatter_kernel(ids_ptr, weights_ptr, counts_ptr, offsets_ptr, sorted_ids_ptr, sorted_weights_ptr,
-                    sorted_expert_ids_ptr, numel, tokens, topk,
-                    BLOCK_M: tl.constexpr, SCAN: tl.constexpr, TOKEN_SHIFT: tl.constexpr):
+                    sorted_expert_ids_ptr, local_ptr, numel, tokens, topk,
+                    BLOCK_M: tl.constexpr, SCAN: tl.constexpr, TOKEN_SHIFT: tl.constexpr, LOCAL: tl.constexpr):
     e = tl.program_id(0)
     count = tl.load(counts_ptr + e)
+    valid = _valid_ids(numel, local_ptr, topk, LOCAL)
     if count > 0:
         base = tl.load(offsets_ptr + e)
         filled = 0
         for start in range(0, numel, SCAN):
             offs = start + tl.arange(0, SCAN)
-            ids = tl.load(ids_ptr + offs, mask=offs < numel, other=-1)
+            ids = tl.load(ids_ptr + offs, mask=offs < valid, other=-1)
             hit = ids == e
             rank = tl.cumsum(hit.to(tl.int32), axis=0) - 1
             fused = ((offs % topk) << TOKEN_SHIFT) | (offs // topk)
@@ -97,32 +112,45 @@ def sorting_buffers(tokens: int, topk: int, num_experts: int, block_m: int, mode
 
 
 def moe_sorting_into(topk_ids, topk_weights, num_experts, block_m, sorted_ids, sorted_weights,
-                     sorted_expert_ids, num_valid_ids, moe_buf, negative_ids=NegativeIds.FILTERED):
-    """Sort `topk_ids (T, topk) int32` into caller-provided buffers (see module docstring)."""
+                     sorted_expert_ids, num_valid_ids, moe_buf, negative_ids=NegativeIds.FILTERED,
+                     num_local_tokens=None):
+    """Sort `topk_ids (T, topk) int32` into caller-provided buffers (see module docstring).
+
+    `num_local_tokens`: sort only the first tokens (DP attention's local tokens; the rest are padding): an int32
+    `(1,)` tensor the kernels read at every launch (aiter's LocalToken variant), or an int, a count the host
+    passes as a kernel argument, which a graph keeps. `num_valid_ids[1]` is that count. moe_buf is zeroed
+    whole, where aiter zeroes only the local rows: a caller that compares the whole output needs it defined.
+    """
     tokens, topk = topk_ids.shape
     numel = tokens * topk
     ids = topk_ids.reshape(-1)
     weights = topk_weights.reshape(-1).to(torch.float32)
+    local = isinstance(num_local_tokens, torch.Tensor)
+    if num_local_tokens is not None and not local:
+        numel = min(int(num_local_tokens), tokens) * topk
+    local_arg = num_local_tokens if local else num_valid_ids
     counts = torch.empty(num_experts, dtype=torch.int32, device=ids.device)
     offsets = torch.empty(num_experts, dtype=torch.int32, device=ids.device)
     first = -1 if negative_ids is NegativeIds.UNFILTERED else 0
-    _count_kernel[(num_experts - first,)](ids, counts, numel, SCAN=_SCAN_BLOCK, FIRST=first)
+    _count_kernel[(num_experts - first,)](ids, counts, local_arg, numel, topk, SCAN=_SCAN_BLOCK, FIRST=first,
+                                          LOCAL=local)
     zero_programs = triton.cdiv(moe_buf.numel(), _ZERO_BLOCK)
     _offsets_kernel[(1 + zero_programs,)](
-        counts, offsets, num_valid_ids, moe_buf, num_experts, tokens, moe_buf.numel(),
-        BLOCK_M=block_m, BLOCK_E=triton.next_power_of_2(num_experts), ZERO=_ZERO_BLOCK)
+        counts, offsets, num_valid_ids, moe_buf, local_arg, num_experts, numel // topk, moe_buf.numel(),
+        BLOCK_M=block_m, BLOCK_E=triton.next_power_of_2(num_experts), ZERO=_ZERO_BLOCK, LOCAL=local)
     _scatter_kernel[(num_experts,)](
-        ids, weights, counts, offsets, sorted_ids, sorted_weights, sorted_expert_ids, numel, tokens, topk,
-        BLOCK_M=block_m, SCAN=_SCAN_BLOCK, TOKEN_SHIFT=TOKEN_BITS)
+        ids, weights, counts, offsets, sorted_ids, sorted_weights, sorted_expert_ids, local_arg, numel, tokens,
+        topk, BLOCK_M=block_m, SCAN=_SCAN_BLOCK, TOKEN_SHIFT=TOKEN_BITS, LOCAL=local)
 
 
-def moe_sorting(topk_ids, topk_weights, num_experts, block_m, model_dim, dtype, negative_ids=NegativeIds.FILTERED):
+def moe_sorting(topk_ids, topk_weights, num_experts, block_m, model_dim, dtype, negative_ids=NegativeIds.FILTERED,
+                num_local_tokens=None):
     """aiter `moe_sorting`: returns (sorted_ids, sorted_weights, sorted_expert_ids, num_valid_ids, moe_buf)."""
     tokens, topk = topk_ids.shape
     out = sorting_buffers(tokens, topk, num_experts, block_m, model_dim, dtype, topk_ids.device)
     sorted_ids, sorted_weights, sorted_expert_ids, num_valid_ids, moe_buf = out
     moe_sorting_into(topk_ids, topk_weights, num_experts, block_m, sorted_ids, sorted_weights, sorted_expert_ids,
-                     num_valid_ids, moe_buf, negative_ids=negative_ids)
+                     num_valid_ids, moe_buf, negative_ids=negative_ids, num_local_tokens=num_local_tokens)
     return out
 
 

@@ -57,6 +57,8 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
             write_json(args.json, {"bug": args.bug, **{s: r.record() for s, r in ran.items()}})
     rep = Reproduction(args.bug, bug, ran["buggy"], ran["fixed"])
     console.print(reproduce_table(rep, scenarios))
+    for note in rep.findings():
+        console.print(f"buggy: {note}", markup=False, highlight=False, soft_wrap=True)
     if args.json is not None:
         write_json(args.json, rep.record())
     for side, result, ok in (("buggy", rep.buggy, rep.detected), ("fixed", rep.fixed, rep.clean)):

@@ -63,6 +63,20 @@ class Workload(Protocol):
         ...
 
 
+class PiecewiseWorkload(Workload, Protocol):
+    """A workload part of whose op stays outside the graph, as in vLLM's piecewise capture: `eager_piece` runs at
+    capture, outside it, and again before every replay; only `run(inputs, step, pieces)` is captured."""
+
+    def eager_piece(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Run the eager piece; return the tensors it hands the captured piece."""
+        ...
+
+    def run(self, inputs: Mapping[str, torch.Tensor], step: Step,
+            pieces: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The whole op, eager piece and all; with `pieces` (what `eager_piece` returned), the captured piece."""
+        ...
+
+
 class CaptureError(RuntimeError):
     """Capture or instantiation failed; the message is the CUDA one."""
 
@@ -514,6 +528,7 @@ class _Size:
     eager: list[torch.Tensor] = field(default_factory=list)
     graph: Any = None
     made_empties: bool = False  # the op made `empty` buffers: their poison may reach the output
+    piecewise: bool = False  # part of the op runs outside the graph, before every replay
     flipped_replay: int | None = None  # a replay with the poison flipped that differed from its eager run
     replayed: list[_Replayed] = field(default_factory=list)
     first: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None  # state before and after replay #1
@@ -522,8 +537,16 @@ class _Size:
     strangers: list[tuple[Buffer, torch.Tensor]] = field(default_factory=list)  # released buffers, their bytes
     stranger_writes: list[str] = field(default_factory=list)  # what the last replay wrote into them
 
-    def thunk(self, step: Step) -> Thunk:
-        return lambda: self.workload.run(self.static, step)
+    def thunk(self, step: Step, pieces: Mapping[str, torch.Tensor] | None = None) -> Thunk:
+        if pieces is None:
+            return lambda: self.workload.run(self.static, step)
+        workload = cast(PiecewiseWorkload, self.workload)
+        return lambda: workload.run(self.static, step, pieces)
+
+    def eager_piece(self) -> dict[str, torch.Tensor] | None:
+        """Run the op's eager piece on the static inputs, where it has one."""
+        piece = getattr(self.workload, "eager_piece", None)
+        return None if piece is None else cast(dict[str, torch.Tensor], piece(self.static))
 
     def check(self, r: int, out: torch.Tensor) -> Comparison:
         """Output `out` of input set `r` against its reference, or for NaN and inf when there is none."""
@@ -674,8 +697,13 @@ def _run(sizes: list[_Size], guards: Guards, backend: Backend, replays: int, ste
             made = len(guards.buffers)  # nothing is released during a capture: it is in no scope
             with guards.tagged(size.tokens), guards.running(f"capture T={size.tokens}"), \
                     clock.bounded(size, f"capture T={size.tokens}"):
-                size.graph = backend.capture(size.thunk(_no_step), guards)
-            guards.kept_from_capture(guards.buffers[made:], returned=backend.output(size.graph))
+                with GuardMode(guards), quiet_poison():
+                    pieces = size.eager_piece()
+                outside = guards.buffers[made:]
+                size.piecewise = pieces is not None
+                size.graph = backend.capture(size.thunk(_no_step, pieces), guards)
+                del pieces
+            guards.kept_from_capture(guards.buffers[made:], returned=backend.output(size.graph), outside=outside)
             backend.audit(size.graph, guards, f"graph audit T={size.tokens}")
         except Hang as err:
             _hung(size, err, backend)
@@ -832,9 +860,23 @@ def _write_sets(guards: Guards, stepped: bool) -> AbstractContextManager[None]:
     return guards.watching_writes() if stepped and not lanes_checked(guards.device) else nullcontext()
 
 
+def _same(a: torch.Tensor, b: torch.Tensor, tol: float) -> bool:
+    """Two runs agree, NaN where NaN: a run that reads a NaN fill is repeatable if it reads it again."""
+    return bool(torch.equal(a.isnan(), b.isnan())) and agree(torch.nan_to_num(a), torch.nan_to_num(b), tol)
+
+
 def _poison_differs(size: _Size, guards: Guards, fill: Fill, r: int) -> Verdict | None:
     """Differential poisoning: rerun eager run `r` with every bit of the `empty` poison flipped. An output that
-    changes reads bytes nobody wrote, whether or not zero would have been the right answer."""
+    changes reads bytes nobody wrote, whether or not zero would have been the right answer. An op that gives
+    another output on every call (it carries state) is first run again unflipped: one that no longer agrees
+    with its own eager run proves nothing."""
+    size.load(r)
+    guards.arm(fill)
+    with _guarded(guards), guards.running(f"poison check T={size.tokens}"):
+        again = size.thunk(_no_step)().detach().clone()
+        guards.check(f"poison check T={size.tokens}")
+    if not _same(again, size.eager[r], size.workload.tolerance):
+        return None
     size.load(r)
     guards.arm(fill)  # the guards as they were for that run: only the poison differs
     with guards.flipped_empties(), _guarded(guards), guards.running(f"poison check T={size.tokens}"):
@@ -862,6 +904,22 @@ def _attribute(size: _Size, guards: Guards, backend: Backend) -> Verdict | None:
         if fixed.ok:
             size.outcome.notes.append(f"{cause}: the output is right when {how} ({fixed})")
             return cause
+    # A read past a buffer whose value matters (a bias row, an index), where zeros are no more right than NaN:
+    # the output moves with the guards' fill, the inputs and the poison the same, while two runs with the same
+    # fill agree (an op that carries state from call to call gives another output each call, whatever the fill).
+    outs = []
+    for fill in (*_FILLS, _FILLS[0]):
+        size.load(r)
+        guards.arm(fill)
+        with _guarded(guards), guards.running(f"attribution T={size.tokens}"):
+            outs.append(size.thunk(_no_step)().detach().clone())
+    guards.arm("nan")
+    tol = size.workload.tolerance
+    if _same(outs[0], outs[2], tol) and not agree(outs[0], outs[1], tol):
+        moved = compare(outs[1], outs[0].double(), tol)
+        size.outcome.notes.append(f"{Verdict.OOB_READ}: the output changed with the guards' fill ({_FILLS[0]} to "
+                                  f"{_FILLS[1]}), the inputs the same ({moved})")
+        return Verdict.OOB_READ
     return None
 
 
@@ -880,7 +938,7 @@ def _replay(size: _Size, number: int, r: int, guards: Guards, backend: Backend, 
         before = guards.state_bytes(size.state) if keep else None
         with clock.bounded(size, phase):
             stop = backend.timer(clock.deadline)
-            result = backend.replay(size.graph)
+            result = _replay_graph(size, guards, backend)
             took = stop()
         out.replay_us.append(took)
         if before is not None:
@@ -907,6 +965,16 @@ def _replay(size: _Size, number: int, r: int, guards: Guards, backend: Backend, 
     size.replayed.append(_Replayed(number + 1, r, result.detach().clone(), against, reference))
     if flip and not against.ok and size.flipped_replay is None:
         size.flipped_replay = number
+
+
+def _replay_graph(size: _Size, guards: Guards, backend: Backend) -> torch.Tensor:
+    """Replay the graph, after the op's eager piece where it has one: run again on the inputs loaded, its tensors
+    not handed to the graph, which reads those it captured (vLLM's piecewise capture copies nothing between
+    pieces)."""
+    if size.piecewise:
+        with _guarded(guards):
+            size.eager_piece()
+    return backend.replay(size.graph)
 
 
 def _judge_state(size: _Size, guards: Guards, backend: Backend, clock: _Clock) -> None:
@@ -956,19 +1024,19 @@ def _judge_state(size: _Size, guards: Guards, backend: Backend, clock: _Clock) -
 
 def _reads_strangers(size: _Size, guards: Guards, backend: Backend, clock: _Clock, released: set[int]) -> bool:
     """Differential poisoning of released memory: replay the last replay again, its inputs and the state it
-    started from put back, with every bit of the stranger's fill flipped. An output, or a state byte, that
-    changes with it was read from memory the op had released."""
+    started from put back, with the bytes the released memory held before the stranger's fill restored. An
+    output, or a state byte, that changes with them was read from memory the op had released."""
     last = size.replayed[-1]
     if size.last is None:
         return False
     guards.put_state(size.state, size.last[0], skip=released)
-    guards.hand_out_released(flipped=True)
+    guards.hand_out_released(restored=True)
     size.load(last.inputs)
     guards.arm(_FILLS[(last.number - 1) % 2])
     phase = f"use-after-free check T={size.tokens}"
     before = guards.state_bytes(size.state)
     with guards.running(phase), clock.bounded(size, phase):
-        again = backend.replay(size.graph).detach().clone()
+        again = _replay_graph(size, guards, backend).detach().clone()
     after = guards.state_bytes(size.state)
     guards.check(phase)
     tol = size.workload.tolerance
@@ -980,8 +1048,10 @@ def _reads_strangers(size: _Size, guards: Guards, backend: Backend, clock: _Cloc
     if not found:
         return False
     names = ", ".join(f"{b.name} ({b.site}, {b.nbytes:,} B)" for b, _ in size.strangers)
+    made = (" (made outside the graph by the op's eager piece, at capture: the graph reads those, whatever the "
+            "eager piece makes later)") if size.piecewise else ""
     size.outcome.notes.append(f"{Verdict.USE_AFTER_FREE}: replay #{last.number} read memory the op had released "
-                              f"({names}), handed to a stranger: with the stranger's fill flipped "
-                              f"(0x{STRANGER_WORD:08X} to 0x{STRANGER_WORD ^ 0xFFFFFFFF:08X}), the same inputs "
-                              f"replayed again, {'; and '.join(found)}")
+                              f"({names}){made}, handed to a stranger who filled it (floats with "
+                              f"0x{STRANGER_WORD:08X}, integers with zeros): with the bytes it held before put back, "
+                              f"the same inputs replayed again, {'; and '.join(found)}")
     return True

@@ -8,7 +8,7 @@ import gc
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -111,6 +111,24 @@ def _median(values: Sequence[float]) -> float | None:
 
 # -- any op, through the public API --------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Piecewise:
+    """An op in two pieces, as vLLM's piecewise capture runs a layer: `eager(inputs, **constants)` stays outside
+    the graph and runs on every call (and before every replay), returning a dict of tensors; `graph(inputs |
+    those, **constants)` is captured. The graph reads the tensors the eager piece made at capture, whatever it
+    makes later: a per-call allocation there is memory the graph reads after its owner let go of it.
+
+        op = gh.Piecewise(eager=align_block_size, graph=fused_experts)
+        gh.check(op, inputs, sizes=[1, 8], reference=ref)
+    """
+
+    eager: Callable[..., Mapping[str, torch.Tensor]]
+    graph: Op
+
+    def __call__(self, inputs: Mapping[str, torch.Tensor], **constants: Any) -> torch.Tensor:
+        return self.graph({**inputs, **self.eager(inputs, **constants)}, **constants)
+
+
 class _OpWorkload:
     """An op the harness never saw, at one capture size: `op(inputs, **constants)` as a Workload."""
 
@@ -133,13 +151,33 @@ class _OpWorkload:
                                  f"{self.device}: make inputs there")
         return dict(made)
 
-    def run(self, inputs: Mapping[str, torch.Tensor], step: Step) -> torch.Tensor:
+    def run(self, inputs: Mapping[str, torch.Tensor], step: Step,
+            pieces: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         with observing(_Stepper(step, self.device)):
-            out = self.op(dict(inputs), **self.constants)
+            if pieces is None:
+                out = self.op(dict(inputs), **self.constants)
+            else:
+                out = cast(Piecewise, self.op).graph({**inputs, **pieces}, **self.constants)
         if not isinstance(out, torch.Tensor):
             raise UsageError(f"the op returned {type(out).__name__}; allowed: one Tensor, the same static tensor on "
                              "every run (return the output buffer, or stack several)")
         return out
+
+    @property
+    def eager_piece(self) -> Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]] | None:
+        """A `Piecewise` op's eager piece (the protocol captures only the rest); None for an op captured whole."""
+        if not isinstance(self.op, Piecewise):
+            return None
+        eager = self.op.eager
+
+        def piece(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            made = eager(dict(inputs), **self.constants)
+            if not isinstance(made, Mapping) or not all(isinstance(v, torch.Tensor) for v in made.values()):
+                raise UsageError(f"the eager piece returned {type(made).__name__}; allowed: a dict of name -> Tensor, "
+                                 "the tensors the captured piece reads")
+            return dict(made)
+
+        return piece
 
     def reference(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         if self.ref is None:

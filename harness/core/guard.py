@@ -872,14 +872,18 @@ class Guards:
                          f"{was!r}, now {now!r}): state the graph does not reset")
         return found
 
-    def kept_from_capture(self, buffers: Sequence[Buffer], returned: torch.Tensor) -> None:
+    def kept_from_capture(self, buffers: Sequence[Buffer], returned: torch.Tensor,
+                          outside: Sequence[Buffer] = ()) -> None:
         """Of the buffers a capture made, those the op still points at when it ends are its cache (persistent):
         a graph's temporaries die with the capture, and the graph pool keeps their memory; a cache the op lets go
-        of later is released, its memory the process's again. The output the capture returned is the harness's."""
+        of later is released, its memory the process's again. The output the capture returned is the harness's.
+        `outside`: those made by the op's eager piece, outside the graph, which the graph still reads: no pool
+        keeps their memory, so each is the process's again as soon as nothing points at it."""
         gc.collect(1)  # a young reference cycle is not a cache
         out = returned.data_ptr() - self.slab.data_ptr()
+        made_outside = {id(b) for b in outside}
         for buf in buffers:
-            if buf.alive() and not buf.start <= out < buf.start + max(buf.nbytes, 1):
+            if (buf.alive() or id(buf) in made_outside) and not buf.start <= out < buf.start + max(buf.nbytes, 1):
                 buf.persistent, buf.poison = True, None
 
     def released(self) -> list[Buffer]:
@@ -887,34 +891,43 @@ class Guards:
         any size's graph may still point at them."""
         return [b for b in self.buffers if b.persistent and (b.resized_away or b.holder is not None and not b.alive())]
 
-    def hand_out_released(self, *, flipped: bool = False) -> list[tuple[Buffer, torch.Tensor]]:
-        """Give what the op released to a stranger, as the caching allocator would: each such buffer is filled with
-        STRANGER_WORD (again, at each call; `flipped`: every bit of it flipped), its bytes when first handed out
-        kept. A graph that still writes there changes the stranger's
-        bytes; one that reads there reads NaN."""
+    def hand_out_released(self, *, restored: bool = False) -> list[tuple[Buffer, torch.Tensor]]:
+        """Give what the op released to a stranger, as the caching allocator would: a buffer of floats is filled
+        with STRANGER_WORD (a NaN a read shows), one of integers with zeros (an index a read keeps in range,
+        where a wild one would fault a GPU), again at each call, its bytes when first handed out kept.
+        `restored`: the stranger puts those bytes back. A graph that still writes there changes the stranger's
+        bytes; one that reads there gives another answer with them restored."""
         out = []
-        words = self.slab.view(torch.int32)
         for buf in self.released():
             if id(buf) not in self._handed_out:  # its bytes when first handed out, however often filled again
                 self._handed_out[id(buf)] = (buf, self.slab[buf.start: buf.start + buf.nbytes].clone())
-            out.append(self._handed_out[id(buf)])
-            lo, hi = buf.start // 4, _round_up(buf.start + buf.nbytes, 4) // 4
-            words[lo:hi].fill_(_signed(STRANGER_WORD ^ (0xFFFFFFFF * flipped), 32))
+            kept = self._handed_out[id(buf)]
+            out.append(kept)
+            span = self.slab[buf.start: buf.start + buf.nbytes]
+            if restored:
+                span.copy_(kept[1])
+            else:
+                span.copy_(self._stranger_bytes(buf))
         return out
+
+    def _stranger_bytes(self, buf: Buffer) -> torch.Tensor:
+        if buf.dtype is not None and not buf.dtype.is_floating_point:
+            return torch.zeros(buf.nbytes, dtype=torch.uint8, device=self.device)
+        return self._pattern(STRANGER_WORD).repeat(_round_up(buf.nbytes, 4) // 4)[: buf.nbytes]
 
     def strangers_changed(self, strangers: Sequence[tuple[Buffer, torch.Tensor]]) -> list[str]:
         """What changed in the strangers' bytes since `hand_out_released`, one line per buffer."""
-        pattern = self._pattern(STRANGER_WORD)
         found = []
         for buf, _ in strangers:
-            span = _round_up(buf.nbytes, 4)
-            changed = self.slab[buf.start: buf.start + span] != pattern.repeat(span // 4)
+            fill = self._stranger_bytes(buf)
+            changed = self.slab[buf.start: buf.start + buf.nbytes] != fill
             if bool(changed.any()):
                 at = torch.nonzero(changed).flatten()
                 lo, hi = int(at[0]), int(at[-1]) + 1
+                what = "zeros" if not bool(fill.any()) else f"0x{STRANGER_WORD:08X}"
                 found.append(f"bytes {lo:,} to {hi:,} of memory the op had released ({int(at.numel()):,} B now differ "
                              f"from the stranger's fill): {buf.name} ({buf.site}), {buf.nbytes:,} B, handed to a "
-                             f"stranger who filled it with 0x{STRANGER_WORD:08X}")
+                             f"stranger who filled it with {what}")
         return found
 
     # -- the lane checker's findings and the launches' arguments ---------------------------------------

@@ -142,30 +142,46 @@ class LaneChecker:
                 handle.attr[_TAG] = launch.by_id[id(value)]
         return converted
 
-    def check(self, ptrs: Any, mask: Any, access: Access) -> None:
-        """Check the unmasked lanes of one access; record those outside their argument's view."""
+    def check(self, ptrs: Any, mask: Any, access: Access) -> np.ndarray | None:
+        """Check the unmasked lanes of one access; record those outside their argument's view. Returns the mask
+        to run the access with where some lane lies in no memory the harness knows (no argument's view, not the
+        slab): a wild address, which a GPU faults on and the interpreter would segfault on, is recorded and not
+        dereferenced. None: run it as it is."""
         launch = self._launch
         if launch is None:
-            return
+            return None
         lanes = np.asarray(ptrs.data)
         if mask is not None:
             keep = np.asarray(mask.data)
             if not keep.all():
                 lanes = lanes[np.broadcast_to(keep, lanes.shape)]
         if lanes.size == 0:
-            return
+            return None
         size = max(1, ptrs.get_element_ty().primitive_bitwidth // 8)
         lo, hi = int(lanes.min()), int(lanes.max()) + size
         index = getattr(ptrs, "attr", {}).get(_TAG, self._through)
         if index is not None:
             arg = launch.args[index]
             if arg.lo <= lo and hi <= arg.hi:
-                return
+                return None
             self._stray(launch, arg, lanes.astype(np.int64).ravel(), size, access)
-            return
-        if any(a.lo <= lo and hi <= a.hi for a in launch.args):
-            return
-        self._unknown(launch, lanes.astype(np.int64).ravel(), size, access)
+        elif any(a.lo <= lo and hi <= a.hi for a in launch.args):
+            return None
+        else:
+            self._unknown(launch, lanes.astype(np.int64).ravel(), size, access)
+        return self._known(launch, np.asarray(ptrs.data), mask, size)
+
+    def _known(self, launch: _Launch, lanes: np.ndarray, mask: Any, size: int) -> np.ndarray | None:
+        """The access's mask less the lanes that lie in no argument's view and outside the slab."""
+        slab = self.guards.slab
+        base = slab.data_ptr()
+        known = (lanes >= base) & (lanes + size <= base + slab.numel())
+        for a in launch.args:
+            known |= (lanes >= a.lo) & (lanes + size <= a.hi)
+        keep = np.ones(lanes.shape, dtype=bool) if mask is None else np.broadcast_to(np.asarray(mask.data), lanes.shape)
+        if bool(known[keep].all()):
+            return None
+        return keep & known
 
     def _stray(self, launch: _Launch, arg: LaunchArg, lanes: np.ndarray, size: int, access: Access) -> None:
         # Every byte of every lane, then those outside the view: a lane may straddle its edge.
@@ -229,22 +245,26 @@ class LaneChecker:
                     checker._through = previous
             return via
 
+        def known(ptrs: Any, mask: Any, access: Access) -> Any:
+            """The mask to run with: lanes at wild addresses are recorded, then dropped."""
+            kept = checker.check(ptrs, mask, access)
+            if kept is None or mask is None:
+                return mask
+            return interpreter.TensorHandle(kept, mask.dtype)
+
         def load(method: Callable[..., Any]) -> Callable[..., Any]:
             def checked(ptrs: Any, mask: Any, *rest: Any, **kw: Any) -> Any:
-                checker.check(ptrs, mask, "read")
-                return method(ptrs, mask, *rest, **kw)
+                return method(ptrs, known(ptrs, mask, "read"), *rest, **kw)
             return checked
 
         def store(method: Callable[..., Any]) -> Callable[..., Any]:
             def checked(ptrs: Any, value: Any, mask: Any, *rest: Any, **kw: Any) -> Any:
-                checker.check(ptrs, mask, "write")
-                return method(ptrs, value, mask, *rest, **kw)
+                return method(ptrs, value, known(ptrs, mask, "write"), *rest, **kw)
             return checked
 
         def rmw(method: Callable[..., Any]) -> Callable[..., Any]:
             def checked(op: Any, ptrs: Any, value: Any, mask: Any, *rest: Any, **kw: Any) -> Any:
-                checker.check(ptrs, mask, "write")
-                return method(op, ptrs, value, mask, *rest, **kw)
+                return method(op, ptrs, value, known(ptrs, mask, "write"), *rest, **kw)
             return checked
 
         def cas(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -93,7 +93,7 @@ class MoEScenario(ScenarioBase):
         """The policies, in Policy order."""
         return tuple(p.value for p in Policy if p in self.policies)
 
-    def expected(self, variant: str) -> Verdict:
+    def expected(self, variant: str, size: int | None = None) -> Verdict:
         return self.policies[Policy(variant)]
 
     def sizes(self, profile: Profile) -> tuple[int, ...]:

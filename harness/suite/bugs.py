@@ -87,7 +87,7 @@ class Bug(Frozen):
             if variant.variant not in scenario.variant_names():
                 raise rule(", ".join(scenario.variant_names()), f"{side}.variant", variant.variant,
                            f"the variants of {variant.scenario}")
-            expected = scenario.expected(variant.variant)
+            expected = scenario.expected(variant.variant, self.size)
             if variant.verdict != expected:
                 raise rule(f"{expected}, as {variant.scenario} expects of {variant.variant}",
                            f"{side}.verdict", variant.verdict)
@@ -220,6 +220,16 @@ class Reproduction:
         if side == "buggy":
             return figures(self.bug.buggy, self.buggy)
         return figures(self.bug.fixed, self.fixed, self.bug.buggy.buffer)
+
+    def findings(self) -> list[str]:
+        """What the buggy side's verdict rests on where no violation has bytes to show (a hang, a graph's state,
+        a read the guards' fill gave away): its notes and error that name the verdict."""
+        result = self.buggy
+        if result.violations:
+            return []
+        verdict = f"{result.verdict}: "
+        found = [n for n in result.notes if n.startswith(verdict)]
+        return found or ([f"{verdict}{result.error}"] if result.error else [])
 
     @property
     def detected(self) -> bool:

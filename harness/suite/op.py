@@ -141,8 +141,9 @@ class OpScenario(ScenarioBase):
         """The variants, in the order the file gives them."""
         return tuple(self.variants)
 
-    def expected(self, variant: str) -> Verdict:
-        return self.variants[variant].expect.verdict
+    def expected(self, variant: str, size: int | None = None) -> Verdict:
+        chosen = self.variants[variant]
+        return chosen.expect_at.get(size, chosen.expect).verdict if size is not None else chosen.expect.verdict
 
     def expectation(self, variant: str, size: int) -> Expectation:
         """What `variant` must show at capture size `size`."""
