@@ -25,8 +25,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from graph_harness.suite.op import OpSpec
-
 import torch
 
 from graph_harness.kernels._triton import cast_rne, store_mantissa, tl, triton
@@ -35,6 +33,7 @@ from graph_harness.kernels.fused_moe import DTYPES, MoEInputs, fused_moe_ref, ma
 from graph_harness.kernels.moe_sorting import moe_sorting, moe_sorting_into, sorting_buffers
 from graph_harness.kernels.moe_stage1 import moe_stage1
 from graph_harness.kernels.moe_stage2 import moe_stage2
+from graph_harness.suite.op import OpSpec
 
 Tensors = Mapping[str, torch.Tensor]
 
@@ -50,7 +49,7 @@ def _device() -> torch.device:
 
 
 def _weights(experts: int, dtype: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    w1, _, w2, _ = make_weights(HIDDEN, INTER, experts, dtype, None, seed, _device())  # type: ignore[no-untyped-call]
+    w1, _, w2, _ = make_weights(HIDDEN, INTER, experts, dtype, None, seed, _device())
     return w1, w2
 
 
@@ -212,16 +211,17 @@ class LocalTokens:
             if not torch.cuda.is_current_stream_capturing():  # a read under capture would fail: keep the last
                 self.host_count = int(n.item())
             local = self.host_count
-        buffers = moe_sorting(ids, inputs["topk_weights"], w1.shape[0], BLOCK_M, HIDDEN, hidden.dtype,
-                              num_local_tokens=local)
-        return _stages(hidden, w1, w2, *buffers, ids.shape[1], BLOCK_M)
+        sorted_ids, sorted_weights, sorted_expert_ids, num_valid_ids, moe_buf = moe_sorting(
+            ids, inputs["topk_weights"], w1.shape[0], BLOCK_M, HIDDEN, hidden.dtype, num_local_tokens=local)
+        return _stages(hidden, w1, w2, sorted_ids, sorted_weights, sorted_expert_ids, num_valid_ids, moe_buf,
+                       ids.shape[1], BLOCK_M)
 
 
 def _local_reference(inputs: Tensors, *, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
     """The local tokens' MoE; padding tokens' rows are zeros (their routes count for no expert)."""
     ids = inputs["topk_ids"].clone()
     ids[int(inputs["num_local_tokens"][0]):] = -1
-    return fused_moe_ref(_layer(inputs, w1, w2, ids))  # type: ignore[no-any-return]
+    return fused_moe_ref(_layer(inputs, w1, w2, ids))
 
 
 def local_tokens_case(count: str = "device", dtype: str = "bf16", seed: int = 7) -> OpSpec:
@@ -274,7 +274,7 @@ def graph_stages(inputs: dict[str, torch.Tensor], *, w1: torch.Tensor, w2: torch
 
 
 def _reference(inputs: Tensors, *, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
-    return fused_moe_ref(_layer(inputs, w1, w2))  # type: ignore[no-any-return]
+    return fused_moe_ref(_layer(inputs, w1, w2))
 
 
 def piecewise_case(buffers: str = "static", dtype: str = "bf16", seed: int = 9) -> OpSpec:
@@ -283,7 +283,8 @@ def piecewise_case(buffers: str = "static", dtype: str = "bf16", seed: int = 9) 
 
     w1, w2 = _weights(EXPERTS, dtype, seed)
     op = Piecewise(eager=EagerSort(buffers), graph=graph_stages)
-    return OpSpec(op, lambda size, seed: _activations(size, seed, EXPERTS, TOPK, dtype), _reference, {"w1": w1, "w2": w2})
+    return OpSpec(op, lambda size, seed: _activations(size, seed, EXPERTS, TOPK, dtype), _reference,
+                  {"w1": w1, "w2": w2})
 
 
 # -- S10: the sorting's block size against the stages' ----------------------------------------------------
@@ -294,7 +295,10 @@ def block_case(sort_block_m: int = BLOCK_M, block_m: int = BLOCK_M, dtype: str =
 
     def op(inputs: dict[str, torch.Tensor], *, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
         hidden, ids = inputs["hidden"], inputs["topk_ids"]
-        buffers = moe_sorting(ids, inputs["topk_weights"], EXPERTS, sort_block_m, HIDDEN, hidden.dtype)
-        return _stages(hidden, w1, w2, *buffers, ids.shape[1], block_m)
+        sorted_ids, sorted_weights, sorted_expert_ids, num_valid_ids, moe_buf = moe_sorting(
+            ids, inputs["topk_weights"], EXPERTS, sort_block_m, HIDDEN, hidden.dtype)
+        return _stages(hidden, w1, w2, sorted_ids, sorted_weights, sorted_expert_ids, num_valid_ids, moe_buf,
+                       ids.shape[1], block_m)
 
-    return OpSpec(op, lambda size, seed: _activations(size, seed, EXPERTS, TOPK, dtype), _reference, {"w1": w1, "w2": w2})
+    return OpSpec(op, lambda size, seed: _activations(size, seed, EXPERTS, TOPK, dtype), _reference,
+                  {"w1": w1, "w2": w2})

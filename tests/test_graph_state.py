@@ -342,3 +342,136 @@ def test_a_hang_in_one_op_leaves_the_next_check_working(device: torch.device) ->
         pytest.skip("a hung GPU kernel cannot be stopped in-process")
     _hang_check(EntryZero(reset=False), device, expect="hang")
     assert _hang_check(EntryZero(reset=True), device).verdict == "clean"
+
+
+# -- use-after-free: what a piecewise op's eager piece allocates per call -------------------------------------
+
+@triton.jit
+def _gather_rows_kernel(x_ptr, index_ptr, out_ptr, COLS: tl.constexpr):
+    """out[r] = x[index[r]]: the graph's piece reads the row index the eager piece computed."""
+    r = tl.program_id(0)
+    cols = tl.arange(0, COLS)
+    row = tl.load(index_ptr + r)
+    tl.store(out_ptr + r * COLS + cols, tl.load(x_ptr + row * COLS + cols))
+
+
+class ReversedIndex:
+    """The eager piece: the reversed row order, into a buffer made per call (`kept`: one per shape)."""
+
+    def __init__(self, kept: bool) -> None:
+        self.kept = kept
+        self.index: dict[int, torch.Tensor] = {}
+
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        rows = inputs["x"].shape[0]
+        index = self.index.get(rows) if self.kept else None
+        if index is None:
+            index = torch.empty(rows, dtype=torch.int32, device=inputs["x"].device)
+            if self.kept:
+                self.index[rows] = index
+        index.copy_(torch.arange(rows - 1, -1, -1, dtype=torch.int32, device=index.device))
+        return {"index": index}
+
+
+def _gather(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    x = inputs["x"]
+    out = torch.empty_like(x)
+    _gather_rows_kernel[(x.shape[0],)](x, inputs["index"], out, COLS=COLS)
+    return out
+
+
+def _reversed(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    return inputs["x"].double().flip(0)
+
+
+def test_an_index_the_eager_piece_allocates_per_call_is_use_after_free(device: torch.device) -> None:
+    op = gh.Piecewise(eager=ReversedIndex(kept=False), graph=_gather)
+    result = _single(gh.check(op, lambda t, s: _x(t, s, device), [2], reference=_reversed, device=device,
+                              expect=gh.expect.use_after_free()))
+    assert (result.verdict, result.passed, result.violations) == ("use-after-free", True, ())
+    # the stranger holds the 16 int32 row indices as zeros: every row of the replay is row 0 of x, and with the
+    # capture's indices put back the output is x reversed again
+    (note,) = [n for n in result.notes if n.startswith("use-after-free: ")]
+    assert note.startswith("use-after-free: replay #3 read memory the op had released (index (tests/"
+                           "test_graph_state.py:")
+    assert ", 64 B)) (made outside the graph by the op's eager piece, at capture" in note
+    assert "integers with zeros): with the bytes it held before put back, the same inputs replayed again, its " \
+           "output changed" in note
+
+
+def test_an_index_the_eager_piece_keeps_per_shape_is_clean(device: torch.device) -> None:
+    op = gh.Piecewise(eager=ReversedIndex(kept=True), graph=_gather)
+    result = _single(gh.check(op, lambda t, s: _x(t, s, device), [2], reference=_reversed, device=device))
+    assert (result.verdict, result.passed) == ("clean", True)
+
+
+def test_an_eager_piece_that_returns_no_dict_is_a_usage_error(device: torch.device) -> None:
+    op = gh.Piecewise(eager=lambda inputs: inputs["x"], graph=_gather)  # type: ignore[arg-type, return-value]
+    with pytest.raises(gh.UsageError, match="the eager piece returned Tensor; allowed: a dict of name -> Tensor"):
+        gh.check(op, lambda t, s: _x(t, s, device), [2], reference=_reversed, device=device)
+
+
+# -- oob-read on a GPU: a read past a buffer whose value matters -----------------------------------------------
+
+@triton.jit
+def _bias_rows_kernel(x_ptr, ids_ptr, bias_ptr, out_ptr, COLS: tl.constexpr):
+    r = tl.program_id(0)
+    cols = tl.arange(0, COLS)
+    e = tl.load(ids_ptr + r)
+    tl.store(out_ptr + r * COLS + cols, tl.load(x_ptr + r * COLS + cols) + tl.load(bias_ptr + e * COLS + cols))
+
+
+def test_a_read_past_a_bias_shows_by_the_guards_fill_where_no_lane_is_checked(
+        device: torch.device, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows 6 and 7 take bias rows 6 and 7 of a 6-row bias (aiter #3208's global ids): zeros in the guards are no
+    more right than NaN, but the output moves with the guards' fill."""
+    monkeypatch.setenv("GRAPH_HARNESS_LANES", "0")  # as on a GPU
+    experts = 6
+    bias = torch.randn(experts, COLS, generator=torch.Generator().manual_seed(3)).to(device)
+
+    def op(inputs: dict[str, torch.Tensor], bias: torch.Tensor) -> torch.Tensor:
+        x = inputs["x"]
+        ids = torch.empty(x.shape[0], dtype=torch.int32, device=x.device)
+        ids.copy_(torch.arange(x.shape[0], dtype=torch.int32, device=x.device))
+        out = torch.empty_like(x)
+        _bias_rows_kernel[(x.shape[0],)](x, ids, bias, out, COLS=COLS)
+        return out
+
+    def reference(inputs: dict[str, torch.Tensor], bias: torch.Tensor) -> torch.Tensor:
+        rows = inputs["x"].shape[0]
+        return inputs["x"].double() + bias.double()[torch.arange(rows).clamp(max=experts - 1)]
+
+    result = _single(gh.check(op, lambda t, s: _x(t, s, device), [1], reference=reference, device=device,
+                              constants={"bias": bias}, expect=gh.expect.oob_read()))
+    assert (result.verdict, result.passed, result.violations) == ("oob-read", True, ())
+    (note,) = [n for n in result.notes if n.startswith("oob-read: ")]
+    assert note.startswith("oob-read: the output changed with the guards' fill (nan to dense), the inputs the same")
+
+
+def test_an_index_read_from_garbage_is_recorded_not_dereferenced(device: torch.device) -> None:
+    """Where the lanes are checked, a gather through an index the op never wrote (torch.empty: the poison, a row
+    far past x) is an exact read past x, and the interpreter goes on instead of dying at the wild address."""
+    if device.type != "cpu":
+        pytest.skip("the lane checker runs under the interpreter")
+
+    def op(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = inputs["x"]
+        index = torch.empty(x.shape[0], dtype=torch.int32, device=x.device)  # never written
+        out = torch.empty_like(x)
+        _gather_rows_kernel[(x.shape[0],)](x, index, out, COLS=COLS)
+        return out
+
+    expect = gh.expect.all_of(gh.expect.oob_read("input.x", side="overflow", bytes=128),
+                              gh.expect.oob_read("input.x", side="underflow", bytes=128))
+    result = _single(gh.check(op, lambda t, s: _x(t, s, device), [1], reference=_reversed, device=device,
+                              expect=expect))
+    assert (result.verdict, result.passed) == ("oob-read", True)
+    # every program reads the 32 fp32 of row `index * COLS`, an int32 product that wraps: of the poison
+    # 0x7FC57FC5 far before x, of the flipped poison 0x803A803A far past its 1,024 B; 128 B each
+    def wrapped(row: int) -> int:
+        return ((row * COLS + (1 << 31)) % (1 << 32) - (1 << 31)) * 4
+
+    over, under = sorted(result.violations, key=lambda v: v.side)
+    assert (over.side, over.first_offset, over.bytes, over.op, over.arg) == (
+        "overflow", wrapped(0x803A803A - (1 << 32)) - 1024, 128, "_gather_rows_kernel", "x_ptr")
+    assert (under.side, under.first_offset, under.bytes) == ("underflow", wrapped(0x7FC57FC5), 128)

@@ -238,7 +238,8 @@ def test_count_pass_on_idle_ids(device, seed, negative_ids, before):
     counts = slab[guard:guard + experts]
     ids = x.topk_ids.reshape(-1)
     first = -1 if negative_ids is NegativeIds.UNFILTERED else 0
-    _count_kernel[(experts - first,)](ids, counts, counts, ids.numel(), topk, SCAN=_SCAN_BLOCK, FIRST=first, LOCAL=False)
+    _count_kernel[(experts - first,)](ids, counts, counts, ids.numel(), topk, SCAN=_SCAN_BLOCK, FIRST=first,
+                                      LOCAL=False)
     assert torch.equal(counts.cpu(), torch.bincount(ids[ids >= 0].long().cpu(), minlength=experts).int())
     assert int(slab[guard - 1]) == before  # 2 idle tokens x topk 4 ids of -1
     assert bool((slab[:guard - 1] == INT_POISON).all())

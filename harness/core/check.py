@@ -4,6 +4,7 @@ runner shares (the MoE domain's too), from protocol outcomes to `CaseResult`s.
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -126,7 +127,15 @@ class Piecewise:
     graph: Op
 
     def __call__(self, inputs: Mapping[str, torch.Tensor], **constants: Any) -> torch.Tensor:
-        return self.graph({**inputs, **self.eager(inputs, **constants)}, **constants)
+        return self.graph({**inputs, **self.pieces(inputs, **constants)}, **constants)
+
+    def pieces(self, inputs: Mapping[str, torch.Tensor], **constants: Any) -> dict[str, torch.Tensor]:
+        """Run the eager piece; the tensors it hands the graph."""
+        made = self.eager(dict(inputs), **constants)
+        if not isinstance(made, Mapping) or not all(isinstance(v, torch.Tensor) for v in made.values()):
+            raise UsageError(f"the eager piece returned {type(made).__name__}; allowed: a dict of name -> Tensor, "
+                             "the tensors the captured piece reads")
+        return dict(made)
 
 
 class _OpWorkload:
@@ -168,16 +177,7 @@ class _OpWorkload:
         """A `Piecewise` op's eager piece (the protocol captures only the rest); None for an op captured whole."""
         if not isinstance(self.op, Piecewise):
             return None
-        eager = self.op.eager
-
-        def piece(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            made = eager(dict(inputs), **self.constants)
-            if not isinstance(made, Mapping) or not all(isinstance(v, torch.Tensor) for v in made.values()):
-                raise UsageError(f"the eager piece returned {type(made).__name__}; allowed: a dict of name -> Tensor, "
-                                 "the tensors the captured piece reads")
-            return dict(made)
-
-        return piece
+        return functools.partial(self.op.pieces, **self.constants)
 
     def reference(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         if self.ref is None:
