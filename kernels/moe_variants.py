@@ -1,22 +1,22 @@
 """MoE layers whose contract lives in the call, not in one buffer's size: op-scenario factories over the MoE
 kernels (moe_sorting, stage1, stage2), each with a buggy contract and its fix (docs/moe-contracts.md §8.3).
 
-- `ep_case(bias_ids=...)` (S6): expert parallelism. topk ids are global, with a fused shared expert in the
+- `ep(bias_ids=...)` (S6): expert parallelism. topk ids are global, with a fused shared expert in the
   last slot and the fake expert (always masked) for tokens this rank does not own; `expert_mask` keeps this
   rank's experts, whose local ids (the mask's cumsum) index the weights and a per-expert bias.
   - `local`: the bias is indexed by the local ids sorting returns (-1 for masked slots: skipped).
   - `global`: by the global ids, past the local bias's rows on every rank but the first (aiter #3208).
-- `local_tokens_case(count=...)` (S7): DP attention. Only the first `num_local_tokens[0]` tokens are this
+- `local(count=...)` (S7): DP attention. Only the first `num_local_tokens[0]` tokens are this
   rank's; the rest are padding with arbitrary routes, and their output rows are zeros.
   - `device`: sorting reads the count from device memory at every launch (aiter's LocalToken variant).
   - `host`: the wrapper reads it on the host when it may, not while capturing, and keeps it: a graph runs
     with the count of the last eager call before capture.
-- `piecewise_case(buffers=...)` (S9): sorting runs in an eager piece, outside the graph, and the stages read
+- `pieces(buffers=...)` (S9): sorting runs in an eager piece, outside the graph, and the stages read
   its buffers inside it (`graph_harness.Piecewise`, as vLLM's piecewise capture splits a layer).
   - `per_call`: the eager piece allocates its buffers on every call, so a graph reads the ones of the call
     it captured, which the process has since handed to others.
   - `static`: allocated once per shape and sorted into on every call: the graph reads this call's.
-- `block_case(sort_block_m=..., block_m=...)` (S10): moe_sorting lays out blocks of `sort_block_m` rows, the
+- `blocks(sort_block_m=..., block_m=...)` (S10): moe_sorting lays out blocks of `sort_block_m` rows, the
   stages read blocks of `block_m`; they must agree.
 """
 
@@ -169,7 +169,7 @@ def _ep_reference(inputs: Tensors, *, w1: torch.Tensor, w2: torch.Tensor, bias: 
     return out
 
 
-def ep_case(bias_ids: str = "local", dtype: str = "bf16", seed: int = 6) -> OpSpec:
+def ep(bias_ids: str = "local", dtype: str = "bf16", seed: int = 6) -> OpSpec:
     """S6 (aiter #3208): rank 1 of 2 over 16 routed experts, topk 4 + the shared slot; factory of an op scenario."""
     mask = _ep_mask(EXPERTS)
     local = int(mask.sum())
@@ -224,7 +224,7 @@ def _local_reference(inputs: Tensors, *, w1: torch.Tensor, w2: torch.Tensor) -> 
     return fused_moe_ref(_layer(inputs, w1, w2, ids))
 
 
-def local_tokens_case(count: str = "device", dtype: str = "bf16", seed: int = 7) -> OpSpec:
+def local(count: str = "device", dtype: str = "bf16", seed: int = 7) -> OpSpec:
     """S7 (aiter #4375): the local count differs from input set to input set, 1 + seed % size."""
     w1, w2 = _weights(EXPERTS, dtype, seed)
 
@@ -277,7 +277,7 @@ def _reference(inputs: Tensors, *, w1: torch.Tensor, w2: torch.Tensor) -> torch.
     return fused_moe_ref(_layer(inputs, w1, w2))
 
 
-def piecewise_case(buffers: str = "static", dtype: str = "bf16", seed: int = 9) -> OpSpec:
+def pieces(buffers: str = "static", dtype: str = "bf16", seed: int = 9) -> OpSpec:
     """S9 (sglang #19787, vLLM #40044): factory of an op scenario."""
     from graph_harness.core.check import Piecewise
 
@@ -289,7 +289,7 @@ def piecewise_case(buffers: str = "static", dtype: str = "bf16", seed: int = 9) 
 
 # -- S10: the sorting's block size against the stages' ----------------------------------------------------
 
-def block_case(sort_block_m: int = BLOCK_M, block_m: int = BLOCK_M, dtype: str = "bf16", seed: int = 10) -> OpSpec:
+def blocks(sort_block_m: int = BLOCK_M, block_m: int = BLOCK_M, dtype: str = "bf16", seed: int = 10) -> OpSpec:
     """S10 (aiter #2651's review): moe_sorting with `sort_block_m`, stage1 and stage2 with `block_m`."""
     w1, w2 = _weights(EXPERTS, dtype, seed)
 

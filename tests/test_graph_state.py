@@ -475,3 +475,12 @@ def test_an_index_read_from_garbage_is_recorded_not_dereferenced(device: torch.d
     assert (over.side, over.first_offset, over.bytes, over.op, over.arg) == (
         "overflow", wrapped(0x803A803A - (1 << 32)) - 1024, 128, "_gather_rows_kernel", "x_ptr")
     assert (under.side, under.first_offset, under.bytes) == ("underflow", wrapped(0x7FC57FC5), 128)
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "0", "nan"])
+def test_a_bad_hang_floor_in_the_environment_is_a_usage_error(device: torch.device, monkeypatch: pytest.MonkeyPatch,
+                                                             value: str) -> None:
+    monkeypatch.setenv("GRAPH_HARNESS_HANG_AFTER", value)
+    with pytest.raises(gh.UsageError, match=re.escape(f"GRAPH_HARNESS_HANG_AFTER: got {value!r}; allowed: seconds, "
+                                                      "a number > 0")):
+        gh.check(_gather, lambda t, s: _x(t, s, device), [1], device=device)

@@ -435,9 +435,12 @@ def hang_floor() -> float:
     """The floor of every run's bound: GRAPH_HARNESS_HANG_AFTER seconds when set, else HANG_FLOOR_S."""
     text = os.environ.get("GRAPH_HARNESS_HANG_AFTER", "")
     try:
-        return float(text) if text else HANG_FLOOR_S
+        seconds = float(text) if text else HANG_FLOOR_S
     except ValueError:
-        raise UsageError(f"GRAPH_HARNESS_HANG_AFTER: got {text!r}; allowed: seconds, a number > 0") from None
+        seconds = math.nan
+    if not seconds > 0:
+        raise UsageError(f"GRAPH_HARNESS_HANG_AFTER: got {text!r}; allowed: seconds, a number > 0")
+    return seconds
 
 
 PROGRESS_ENV = "GRAPH_HARNESS_PROGRESS"  # a file the run in progress is written to, for a parent process
