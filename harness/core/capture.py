@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from graph_harness.core import runtime
+from graph_harness.core import phases, runtime
 from graph_harness.core.compare import Comparison, agree, compare, finite
 from graph_harness.core.guard import STRANGER_WORD, Buffer, Fill, GuardMode, Guards, UsageError
 from graph_harness.core.lanes import lanes_checked, watched
@@ -652,9 +652,11 @@ def run_protocol(workloads: Mapping[int, Workload], guards: Guards, backend: Bac
     sizes: list[_Size] = []
     for tokens in sorted(workloads):
         wl = workloads[tokens]
-        inputs = [wl.inputs(seed + 1 + r) for r in range(replays - 1)]
-        refs = [wl.reference(x) for x in inputs]
-        with guards.tagged(tokens):
+        with phases.timed("inputs"):
+            inputs = [wl.inputs(seed + 1 + r) for r in range(replays - 1)]
+        with phases.timed("reference"):
+            refs = [wl.reference(x) for x in inputs]
+        with phases.timed("inputs"), guards.tagged(tokens):
             static = {key: guards.adopt(value, f"input.{key}") for key, value in inputs[0].items()}
         sizes.append(_Size(wl, tokens, inputs, refs, static, SizeOutcome(tokens)))
 
@@ -699,7 +701,7 @@ def _run(sizes: list[_Size], guards: Guards, backend: Backend, replays: int, ste
             size.load(0)
             made = len(guards.buffers)  # nothing is released during a capture: it is in no scope
             with guards.tagged(size.tokens), guards.running(f"capture T={size.tokens}"), \
-                    clock.bounded(size, f"capture T={size.tokens}"):
+                    clock.bounded(size, f"capture T={size.tokens}"), phases.timed("capture"):
                 with GuardMode(guards), quiet_poison():
                     pieces = size.eager_piece()
                 outside = guards.buffers[made:]
@@ -707,7 +709,8 @@ def _run(sizes: list[_Size], guards: Guards, backend: Backend, replays: int, ste
                 size.graph = backend.capture(size.thunk(_no_step, pieces), guards)
                 del pieces
             guards.kept_from_capture(guards.buffers[made:], returned=backend.output(size.graph), outside=outside)
-            backend.audit(size.graph, guards, f"graph audit T={size.tokens}")
+            with phases.timed("audit"):
+                backend.audit(size.graph, guards, f"graph audit T={size.tokens}")
         except Hang as err:
             _hung(size, err, backend)
         except CaptureError as err:
@@ -787,7 +790,8 @@ def _eager(size: _Size, guards: Guards, backend: Backend, step_mode: bool, clock
 
     try:
         if backend.warms_up:
-            _constant_writes_named(guards, step_mode, warm)
+            with phases.timed("warm-up"):
+                _constant_writes_named(guards, step_mode, warm)
         empties = guards.empties
         for r in range(len(size.inputs)):
             # Without a warm-up (nothing to compile or warm on CPU) the first eager run is the stepped
@@ -795,7 +799,8 @@ def _eager(size: _Size, guards: Guards, backend: Backend, step_mode: bool, clock
             stepped = step_mode and r == 0 and not backend.warms_up
             if stepped:
                 warmup = f"eager T={size.tokens} #1"
-            took, kept = _constant_writes_named(guards, stepped, functools.partial(eager, r, stepped))
+            with phases.timed("eager"):
+                took, kept = _constant_writes_named(guards, stepped, functools.partial(eager, r, stepped))
             out.eager_us.append(took)
             size.eager.append(kept)
             label = "vs reference" if size.refs[r] is not None else "finite (no reference)"
@@ -928,6 +933,12 @@ def _attribute(size: _Size, guards: Guards, backend: Backend) -> Verdict | None:
 
 def _replay(size: _Size, number: int, r: int, guards: Guards, backend: Backend, clock: _Clock, *,
             keep: bool = False) -> None:
+    with phases.timed("replay"):
+        _replay_once(size, number, r, guards, backend, clock, keep=keep)
+
+
+def _replay_once(size: _Size, number: int, r: int, guards: Guards, backend: Backend, clock: _Clock, *,
+                 keep: bool = False) -> None:
     """Replay #`number + 1` on input set `r`; every second one with the `empty` poison flipped (differential
     poisoning at no extra run: only a replay that then differs from eager gets an eager rerun to tell uninit-read
     from a graph's own divergence, `_poison_differs`). `keep`: the graph's state is kept, before and after."""

@@ -13,7 +13,8 @@ from typing import Any, cast
 
 import torch
 
-from graph_harness.core.capture import Backend, Step, Workload, default_backend, run_protocol
+from graph_harness.core import phases
+from graph_harness.core.capture import Backend, SizeOutcome, Step, Workload, default_backend, run_protocol
 from graph_harness.core.expect import Expectation, describe, expectation
 from graph_harness.core.guard import Guards, UsageError, adoption_bytes
 from graph_harness.core.lanes import lanes_checked
@@ -74,33 +75,36 @@ def run_and_judge(cases: Sequence[Case], workloads: Mapping[int, Workload], guar
     if replays < 3:
         raise UsageError(f"replays: got {replays!r}; allowed: 3 or more (the last replays the first inputs again)")
     outcomes = run_protocol(workloads, guards, backend, seed=seeds.pop(), replays=replays, hang_after=hang_after)
-    results = []
-    for case in cases:
-        outcome = outcomes[case.capture_size]
-        violations = guards.violations(tag=case.capture_size)
-        verdict = classify(outcome, violations)
-        passed, reason = case.expect.judge(verdict, violations, outcome)
-        notes = list(outcome.notes)
-        for v in violations:
-            if v.view is not None:
-                offset, span = v.view
-                notes.append(f"{describe(v)}: offsets are from the edge of {v.buffer}'s {v.buffer_bytes:,} B "
-                             f"allocation; the op was given a view of {span:,} B of it at byte {offset:,}")
-        unguarded = guards.unguarded(case.capture_size)
-        limits = case.limits + guards.limits(case.capture_size) + tuple(outcome.limits)
-        if unguarded and lanes_checked(guards.device):
-            notes.append(f"unguarded memory, its accesses checked lane by lane: {'; '.join(unguarded)}")
-        elif unguarded:
-            limits += (f"unguarded memory passed to kernels, an overrun of it not seen: {'; '.join(unguarded)}",)
-        results.append(CaseResult(
-            scenario=case.scenario, variant=case.variant, capture_size=case.capture_size, seed=case.seed,
-            backend=backend.name, verdict=verdict, expected=case.expect.verdict, expectation=str(case.expect),
-            passed=passed, reason=reason, violations=violations, max_rel_err=max_rel_err(outcome),
-            tolerance=workloads[case.capture_size].tolerance, eager_us=_median(outcome.eager_us),
-            replay_us=_median(outcome.replay_us), error=outcome.error, notes=tuple(notes),
-            limits=limits, params=dict(case.params), repro=case.repro, env=environment(), unguarded=unguarded,
-            persistent=guards.persistent(case.capture_size), buffers=guards.sizes(case.capture_size)))
-    return results
+    with phases.timed("results"):
+        return [_result(case, outcomes[case.capture_size], workloads[case.capture_size], guards, backend)
+                for case in cases]
+
+
+def _result(case: Case, outcome: SizeOutcome, workload: Workload, guards: Guards, backend: Backend) -> CaseResult:
+    """One case's result from its size's outcome and the guards' findings."""
+    violations = guards.violations(tag=case.capture_size)
+    verdict = classify(outcome, violations)
+    passed, reason = case.expect.judge(verdict, violations, outcome)
+    notes = list(outcome.notes)
+    for v in violations:
+        if v.view is not None:
+            offset, span = v.view
+            notes.append(f"{describe(v)}: offsets are from the edge of {v.buffer}'s {v.buffer_bytes:,} B "
+                         f"allocation; the op was given a view of {span:,} B of it at byte {offset:,}")
+    unguarded = guards.unguarded(case.capture_size)
+    limits = case.limits + guards.limits(case.capture_size) + tuple(outcome.limits)
+    if unguarded and lanes_checked(guards.device):
+        notes.append(f"unguarded memory, its accesses checked lane by lane: {'; '.join(unguarded)}")
+    elif unguarded:
+        limits += (f"unguarded memory passed to kernels, an overrun of it not seen: {'; '.join(unguarded)}",)
+    return CaseResult(
+        scenario=case.scenario, variant=case.variant, capture_size=case.capture_size, seed=case.seed,
+        backend=backend.name, verdict=verdict, expected=case.expect.verdict, expectation=str(case.expect),
+        passed=passed, reason=reason, violations=violations, max_rel_err=max_rel_err(outcome),
+        tolerance=workload.tolerance, eager_us=_median(outcome.eager_us),
+        replay_us=_median(outcome.replay_us), error=outcome.error, notes=tuple(notes),
+        limits=limits, params=dict(case.params), repro=case.repro, env=environment(), unguarded=unguarded,
+        persistent=guards.persistent(case.capture_size), buffers=guards.sizes(case.capture_size))
 
 
 def _median(values: Sequence[float]) -> float | None:
@@ -257,10 +261,11 @@ def check(op: Op, inputs: Inputs, sizes: Sequence[int] = (1,), *, reference: Ref
         dev = torch.device("cuda", torch.cuda.current_device())
     expectations = {t: _expectation_for(expect, t) for t in sizes}
     tensors = [v for v in (constants or {}).values() if isinstance(v, torch.Tensor)]
-    guards = Guards(dev, guard_budget or default_budget(dev), constants=adoption_bytes(tensors))
-    guards.reserve()
-    guarded = {k: guards.adopt(v, f"constant.{k}", constant=True) if isinstance(v, torch.Tensor) else v
-               for k, v in (constants or {}).items()}
+    with phases.timed("weights"):  # the slab, and the constants copied into it
+        guards = Guards(dev, guard_budget or default_budget(dev), constants=adoption_bytes(tensors))
+        guards.reserve()
+        guarded = {k: guards.adopt(v, f"constant.{k}", constant=True) if isinstance(v, torch.Tensor) else v
+                   for k, v in (constants or {}).items()}
     workloads: dict[int, Workload] = {
         t: _OpWorkload(op, inputs, t, reference, guarded, tolerance, dev) for t in sizes}
     label = name or getattr(op, "__name__", None) or type(op).__name__

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
+from graph_harness.core import phases
 from graph_harness.core.triton_env import tl, triton  # sets TRITON_INTERPRET on a CPU-only machine before triton loads
 
 # A violation's types live where results, expectations and the CLI read them without loading torch; they are
@@ -739,8 +740,9 @@ class Guards:
 
     def arm(self, fill: Fill) -> None:
         """Write `fill` into every guard and poison every `empty` buffer: before each run, outside capture."""
-        self.fill = fill
-        self._arm_with(self.layout, self._words[fill])
+        with phases.timed("guards"):
+            self.fill = fill
+            self._arm_with(self.layout, self._words[fill])
 
     def dirty(self) -> bool:
         """Whether any guard byte differs from the armed fill: one pass over the guards, one host sync."""
@@ -758,6 +760,10 @@ class Guards:
 
     def check(self, phase: str, op: str | None = None) -> bool:
         """Record what changed in the guards since they were armed; True if anything did."""
+        with phases.timed("guards"):
+            return self._check(phase, op)
+
+    def _check(self, phase: str, op: str | None) -> bool:
         if not self.dirty():
             return False
         pattern = self._pattern(self._words[self.fill])

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from graph_harness.core import expect
+from graph_harness.core import expect, phases
 from graph_harness.core.capture import Backend, Workload, default_backend
 from graph_harness.core.check import Case, default_budget, run_and_judge
 from graph_harness.core.expect import Expectation
@@ -71,12 +71,13 @@ def run_cases(cases: Sequence[CaseSpec], device: torch.device, *, budget: int | 
     """Run one scenario-policy's cases (any sizes, one seed) through the protocol in one shared slab."""
     if not cases:
         return []
-    weights = {c.hidden: MoEWeights.for_case(c, device) for c in cases}
-    guards = guards_for(cases, device, budget, list(weights.values()))  # sized after the weights are made
-    guards.reserve()
-    # The layer's weights are made once, outside the op, as a model's are: like any constant they are
-    # copied into the slab with bounded guards, so a read past one shows.
-    guarded = {hidden: w.adopted(guards) for hidden, w in weights.items()}
+    with phases.timed("weights"):
+        weights = {c.hidden: MoEWeights.for_case(c, device) for c in cases}
+        guards = guards_for(cases, device, budget, list(weights.values()))  # sized after the weights are made
+        guards.reserve()
+        # The layer's weights are made once, outside the op, as a model's are: like any constant they are
+        # copied into the slab with bounded guards, so a read past one shows.
+        guarded = {hidden: w.adopted(guards) for hidden, w in weights.items()}
     workloads: dict[int, Workload] = {c.tokens: MoEWorkload(c, guarded[c.hidden], device) for c in cases}
     exact = lanes_checked(device)
     judged = [Case(c.scenario, c.policy.value, c.tokens, c.seed, expectation(c, exact),

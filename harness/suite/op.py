@@ -189,11 +189,13 @@ class OpScenario(ScenarioBase):
 
     def run(self, scenario_id: str, variant: str, sizes: Sequence[int], *, seed: int | None = None,
             budget: int | None = None, replays: int | None = None) -> list[CaseResult]:
+        from graph_harness.core import phases
         from graph_harness.core.check import DEFAULT_TOLERANCE as _DEFAULT_TOLERANCE
         from graph_harness.core.check import check
         from graph_harness.core.guard import UsageError
 
-        spec = self.spec(scenario_id, variant)
+        with phases.timed("weights"):  # the factory makes the op's constants
+            spec = self.spec(scenario_id, variant)
         seed = self.seed if seed is None else seed
         tolerance = self.tolerance or spec.tolerance
         # One check for every size, as a server captures them: one op, one slab, graphs captured into one pool,
