@@ -70,3 +70,17 @@ def test_run_bad_input_is_one_line_and_exit_2(argv, expected, capsys: pytest.Cap
 def test_run_json_to_an_unwritable_path_fails_before_running(tmp_path: Path, capsys) -> None:
     assert main(["run", "deepseek-v3-ep-decode", "--json", str(tmp_path / "no" / "r.json")]) == 2
     assert "--json: got " in capsys.readouterr().err
+
+
+def test_a_group_the_guard_budget_cannot_hold_runs_in_smaller_slabs(tmp_path: Path) -> None:
+    """DeepSeek-V3 TP8 decode at T=1 and 2 needs more than a 0.03 GiB slab at once (on the H200, the 51 sizes of
+    deepseek-v3-ep-split2-all-sizes exhausted the default budget): each size then runs in a slab of its own, with
+    the same verdicts, and says so."""
+    out = tmp_path / "r.json"
+    code = main(["run", "deepseek-v3-tp8-decode", "--variant", "pr2551", "--guard-budget", "0.03", "--json", str(out)])
+    records = json.loads(out.read_text())
+    assert code == 0
+    assert [(r["capture_size"], r["verdict"], r["passed"]) for r in records] == [(1, "clean", True), (2, "clean", True)]
+    for r in records:
+        (note,) = [n for n in r["notes"] if n.startswith("slab split: ")]
+        assert "the guard budget did not hold all of the group's sizes in one slab" in note

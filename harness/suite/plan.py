@@ -6,7 +6,7 @@ Shared by `graph-harness run` and `report`; bad ids and flags fail when the plan
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from graph_harness.core.results import CaseResult
@@ -108,5 +108,34 @@ def run_group(group: Group, selection: Selection) -> list[CaseResult]:
         from graph_harness.suite.isolate import run_isolated
 
         return run_isolated(group, selection, hang_floor())
-    return group.scenario.run(group.scenario_id, group.variant, group.sizes, seed=selection.seed,
-                              budget=selection.guard_budget, replays=selection.replays)
+    from graph_harness.core.guard import GuardBudgetError
+
+    try:
+        return group.scenario.run(group.scenario_id, group.variant, group.sizes, seed=selection.seed,
+                                  budget=selection.guard_budget, replays=selection.replays)
+    except GuardBudgetError:
+        if len(group.sizes) == 1:
+            raise
+    # Outside the handler, whose traceback held the failed attempt's slab and graphs: let them go, then run the
+    # sizes in two slabs, each halved again while it does not fit.
+    _release_device_memory()
+    half = len(group.sizes) // 2
+    results = [r for part in (group.sizes[:half], group.sizes[half:])
+               for r in run_group(replace(group, sizes=part), selection)]
+    note = (f"{SPLIT_NOTE}: the guard budget did not hold all of the group's sizes in one slab, so they ran in "
+            "several slabs of fewer sizes, the graphs of each in a pool of their own")
+    return [r if any(n.startswith(SPLIT_NOTE) for n in r.notes) else replace(r, notes=(*r.notes, note))
+            for r in results]
+
+
+SPLIT_NOTE = "slab split"
+
+
+def _release_device_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
