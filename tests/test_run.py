@@ -76,6 +76,11 @@ def test_a_group_the_guard_budget_cannot_hold_runs_in_smaller_slabs(tmp_path: Pa
     """DeepSeek-V3 TP8 decode at T=1 and 2 needs more than a 0.03 GiB slab at once (on the H200, the 51 sizes of
     deepseek-v3-ep-split2-all-sizes exhausted the default budget): each size then runs in a slab of its own, with
     the same verdicts, and says so."""
+    from graph_harness.core.triton_env import device
+
+    if device().type != "cpu":
+        pytest.skip("the budget is the CPU profile's (K shrunk); on the H200 the 51 sizes of "
+                    "deepseek-v3-ep-split2-all-sizes split at the default budget (benchmarks/NOTES.md, session 13)")
     out = tmp_path / "r.json"
     code = main(["run", "deepseek-v3-tp8-decode", "--variant", "pr2551", "--guard-budget", "0.03", "--json", str(out)])
     records = json.loads(out.read_text())
