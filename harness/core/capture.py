@@ -873,26 +873,33 @@ def _same(a: torch.Tensor, b: torch.Tensor, tol: float) -> bool:
     return bool(torch.equal(a.isnan(), b.isnan())) and agree(torch.nan_to_num(a), torch.nan_to_num(b), tol)
 
 
+def _rerun(size: _Size, guards: Guards, r: int, fill: Fill, phase: str,
+           variant: AbstractContextManager[None] | None = None, *, checked: bool = True) -> torch.Tensor:
+    """Eager run `r` again, the guards armed with `fill` and, where given, one of the guards' variants in force
+    (flipped poison, benign guards); its output, kept."""
+    size.load(r)
+    guards.arm(fill)
+    with variant or nullcontext(), _guarded(guards), guards.running(phase):
+        out = size.thunk(_no_step)().detach().clone()
+        if checked:
+            guards.check(phase)
+    return out
+
+
 def _poison_differs(size: _Size, guards: Guards, fill: Fill, r: int) -> Verdict | None:
     """Differential poisoning: rerun eager run `r` with every bit of the `empty` poison flipped. An output that
     changes reads bytes nobody wrote, whether or not zero would have been the right answer. An op that gives
     another output on every call (it carries state) is first run again unflipped: one that no longer agrees
     with its own eager run proves nothing."""
-    size.load(r)
-    guards.arm(fill)
-    with _guarded(guards), guards.running(f"poison check T={size.tokens}"):
-        again = size.thunk(_no_step)().detach().clone()
-        guards.check(f"poison check T={size.tokens}")
-    if not _same(again, size.eager[r], size.workload.tolerance):
+    phase = f"poison check T={size.tokens}"
+    tol = size.workload.tolerance
+    if not _same(_rerun(size, guards, r, fill, phase), size.eager[r], tol):
         return None
-    size.load(r)
-    guards.arm(fill)  # the guards as they were for that run: only the poison differs
-    with guards.flipped_empties(), _guarded(guards), guards.running(f"poison check T={size.tokens}"):
-        flipped = size.thunk(_no_step)().detach().clone()
-        guards.check(f"poison check T={size.tokens}")
-    if agree(flipped, size.eager[r], size.workload.tolerance):
+    # the guards as they were for that run: only the poison differs
+    flipped = _rerun(size, guards, r, fill, phase, guards.flipped_empties())
+    if agree(flipped, size.eager[r], tol):
         return None
-    changed = compare(flipped, size.eager[r].double(), size.workload.tolerance)
+    changed = compare(flipped, size.eager[r].double(), tol)
     size.outcome.notes.append(f"{Verdict.UNINIT_READ}: the output changed when every bit of the `empty` poison was "
                               f"flipped (0x7FC5 to 0x803A), the inputs the same ({changed})")
     return Verdict.UNINIT_READ
@@ -901,13 +908,11 @@ def _poison_differs(size: _Size, guards: Guards, fill: Fill, r: int) -> Verdict 
 def _attribute(size: _Size, guards: Guards, backend: Backend) -> Verdict | None:
     """Rerun eagerly with one poison made benign at a time: the one that fixes the output is the cause."""
     r = next(i for i, (_, c) in enumerate(size.outcome.comparisons) if not c.ok)
+    phase = f"attribution T={size.tokens}"
     variants = ((Verdict.UNINIT_READ, guards.benign_empties, "empty buffers hold zeros instead of poison"),
                 (Verdict.OOB_READ, guards.benign_guards, "guards hold zeros instead of NaN"))
     for cause, benign, how in variants:
-        size.load(r)
-        guards.arm("nan")
-        with benign(), _guarded(guards), guards.running(f"attribution T={size.tokens}"):
-            fixed = size.check(r, size.thunk(_no_step)())
+        fixed = size.check(r, _rerun(size, guards, r, "nan", phase, benign(), checked=False))
         guards.arm("nan")  # the benign guard fill is not a finding
         if fixed.ok:
             size.outcome.notes.append(f"{cause}: the output is right when {how} ({fixed})")
@@ -915,12 +920,7 @@ def _attribute(size: _Size, guards: Guards, backend: Backend) -> Verdict | None:
     # A read past a buffer whose value matters (a bias row, an index), where zeros are no more right than NaN:
     # the output moves with the guards' fill, the inputs and the poison the same, while two runs with the same
     # fill agree (an op that carries state from call to call gives another output each call, whatever the fill).
-    outs = []
-    for fill in (*_FILLS, _FILLS[0]):
-        size.load(r)
-        guards.arm(fill)
-        with _guarded(guards), guards.running(f"attribution T={size.tokens}"):
-            outs.append(size.thunk(_no_step)().detach().clone())
+    outs = [_rerun(size, guards, r, fill, phase, checked=False) for fill in (*_FILLS, _FILLS[0])]
     guards.arm("nan")
     tol = size.workload.tolerance
     if _same(outs[0], outs[2], tol) and not agree(outs[0], outs[1], tol):
