@@ -5,6 +5,7 @@ say exactly what it wrote or read outside its buffers.
 
     results = gh.check(op, inputs, sizes=[1, 2, 4], reference=ref, constants={"w": w})
     results = gh.check(buggy_op, inputs, sizes=[1], expect=gh.expect.oob_write("ws", side="overflow", bytes=4))
+    run = gh.fuzz(op, inputs, sizes=[1, 8], seconds=30)  # replays on fresh inputs until one writes out of bounds
     gh.write_results(results, "results.json")        # graph-harness report --from-json results.json
 
 The public names live here; everything under graph_harness.* else is the harness's own. They load on first
@@ -45,16 +46,20 @@ _PUBLIC = {
     "UsageError": "graph_harness.core.guard",
     "OpSpec": "graph_harness.suite.op",
     "Piecewise": "graph_harness.core.check",
+    "fuzz": "graph_harness.core.fuzz",
+    "FuzzRun": "graph_harness.core.fuzz",
+    "Finding": "graph_harness.core.fuzz",
     "write_results": "graph_harness.core.results",
     "read_results": "graph_harness.core.results",
 }
-__all__ = ["CaseResult", "Environment", "Expectation", "OpSpec", "Piecewise", "UsageError", "Verdict", "Violation",
-           "check", "expect", "read_results", "write_results"]
+__all__ = ["CaseResult", "Environment", "Expectation", "Finding", "FuzzRun", "OpSpec", "Piecewise", "UsageError",
+           "Verdict", "Violation", "check", "expect", "fuzz", "read_results", "write_results"]
 
 if TYPE_CHECKING:
     from graph_harness.core import expect
     from graph_harness.core.check import Piecewise, check
     from graph_harness.core.expect import Expectation
+    from graph_harness.core.fuzz import Finding, FuzzRun, fuzz
     from graph_harness.core.guard import UsageError
     from graph_harness.core.results import CaseResult, Environment, read_results, write_results
     from graph_harness.core.verdict import Verdict

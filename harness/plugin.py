@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from graph_harness.core.fuzz import FuzzRun
     from graph_harness.core.results import CaseResult
     from graph_harness.schema import Profile
     from graph_harness.suite.files import Scenario
@@ -364,6 +365,28 @@ class GraphGuard:
         if problem is not None:
             pytest.fail(problem, pytrace=False)
         return results
+
+    def fuzz(self, op: Callable[..., Any], inputs: Callable[[int, int], Mapping[str, Any]],
+             sizes: Sequence[int] = (1,), *, seed: int | None = None, name: str | None = None,
+             **options: Any) -> FuzzRun:
+        """`graph_harness.fuzz` with its arguments; fails the test at a finding (or an error of the op), with the
+        kernel the step rerun named and the command that finds it again."""
+        import graph_harness as gh
+        from graph_harness.reports.fuzz import fuzz_lines
+
+        if seed is None:
+            seed = self.node.config.getoption("harness_seed") or 0
+        problem: str | None = None
+        try:
+            run = gh.fuzz(op, inputs, sizes, seed=seed, name=name or self.node.name, **options)
+        except gh.UsageError as err:
+            problem = f"graph-harness: {err}"
+        if problem is None and (run.finding is not None or run.error is not None):
+            rerun = f"pytest '{self.node.nodeid}' --harness-seed {seed}"
+            problem = "\n".join([*fuzz_lines(run), f"repro: {rerun} (the same seed draws the same inputs)"])
+        if problem is not None:
+            pytest.fail(problem, pytrace=False)
+        return run
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from graph_harness.core.verdict import Verdict
 from graph_harness.errors import BadInput, bad_value, display_path, one_line, show
 
 if TYPE_CHECKING:
+    from graph_harness.core.check import Prepared
     from graph_harness.core.results import CaseResult
 
 Profile = Literal["gpu", "cpu"]  # which sizes a run takes: all of them on a GPU, the CPU subset under the interpreter
@@ -305,6 +306,9 @@ class ScenarioBase(Frozen):
     # The floor, in seconds, of every run's bound past which it is a hang (graph_harness.core.capture); a scenario
     # that expects a hang sets a short one. --hang-after (GRAPH_HARNESS_HANG_AFTER) overrides it.
     hang_after: Annotated[float, Strict(), Field(gt=0)] | None = None
+    # The inputs a fuzz run saved (`graph-harness fuzz`), a file beside this one: every input set is drawn from
+    # it instead of the scenario's own maker, so that `run` replays the finding exactly.
+    fuzzed_inputs: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] | None = None
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -358,11 +362,60 @@ class ScenarioBase(Frozen):
         """(buffer, its bytes, extent) an oob-write variant must show at `size`, where the scenario knows them."""
         raise NotImplementedError
 
+    def prepare(self, scenario_id: str, variant: str, sizes: Sequence[int], *, seed: int | None = None,
+                budget: int | None = None) -> Prepared:
+        """One variant's cases at these sizes made ready to run (one slab, one seed: the scenario's unless given)."""
+        raise NotImplementedError
+
+    def prepared(self, scenario_id: str, variant: str, sizes: Sequence[int], *, seed: int | None = None,
+                 budget: int | None = None) -> Prepared:
+        """`prepare`, with the inputs of `fuzzed_inputs` in place of the maker's where the scenario names a file."""
+        from graph_harness.core.guard import GuardBudgetError, UsageError
+
+        try:
+            ready = self.prepare(scenario_id, variant, sizes, seed=seed, budget=budget)
+        except GuardBudgetError:  # the caller may split the sizes into several slabs (suite.plan.run_group)
+            raise
+        except UsageError as err:
+            raise BadInput(f"{self.where(scenario_id)}: {variant} T={', '.join(map(str, sizes))}: {err}") from None
+        if self.fuzzed_inputs is None:
+            return ready
+        from graph_harness.core.fuzz import Recorded, load_inputs
+
+        path = self._fuzzed_path()
+        try:
+            sets = load_inputs(path)
+        except (OSError, ValueError, RuntimeError) as err:
+            raise bad_value(self.where(scenario_id), "fuzzed_inputs", display_path(path),
+                            "a file `graph-harness fuzz` wrote", one_line(str(err))) from None
+        for case in ready.cases:
+            wl = ready.workloads[case.capture_size]
+            ready.workloads[case.capture_size] = Recorded(wl, sets, case.seed + 1, ready.device)
+        return ready
+
+    def _fuzzed_path(self) -> Path:
+        path = Path(self.fuzzed_inputs or "")
+        return path if path.is_absolute() or self.source is None else self.source.parent / path
+
     def run(self, scenario_id: str, variant: str, sizes: Sequence[int], *, seed: int | None = None,
             budget: int | None = None, replays: int | None = None) -> list[CaseResult]:
         """Run one variant's cases at these sizes (one slab, one seed: the scenario's unless given)."""
-        raise NotImplementedError
+        from graph_harness.core.capture import default_backend
+        from graph_harness.core.check import run_and_judge
+        from graph_harness.core.guard import GuardBudgetError, UsageError
+
+        ready = self.prepared(scenario_id, variant, sizes, seed=seed, budget=budget)
+        try:
+            return run_and_judge(ready.cases, ready.workloads, ready.guards, default_backend(ready.device),
+                                 replays=replays or 3, hang_after=self.hang_floor())
+        except GuardBudgetError:
+            raise
+        except UsageError as err:
+            raise BadInput(f"{self.where(scenario_id)}: {variant} T={', '.join(map(str, sizes))}: {err}") from None
 
     def _check_cpu_sizes(self) -> None:
         if self.cpu_sizes is not None and not set(self.cpu_sizes) <= set(self.capture_sizes):
             raise rule(f"subset of capture_sizes {list(self.capture_sizes)}", "cpu_sizes", show(list(self.cpu_sizes)))
+        if self.fuzzed_inputs is not None and len(self.capture_sizes) != 1:
+            raise rule("one capture size with fuzzed_inputs (the inputs are of one size's shapes)", "capture_sizes",
+                       show(list(self.capture_sizes)))

@@ -7,6 +7,7 @@ made by a torch factory call in Python, so a harness that intercepts factories g
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,6 +101,49 @@ def make_activations(tokens, model_dim, experts, topk, dtype, seed, device, idle
     if idle_tokens:
         ids[tokens - idle_tokens:] = -1
     return hidden, ids, weights / weights.sum(-1, keepdim=True)
+
+
+@functools.cache
+def _generator(device):
+    """One generator per device, seeded anew for every draw: a fuzz run draws thousands of inputs a second, and
+    making a CUDA generator is host time the replay does not have."""
+    return torch.Generator(device=device)
+
+
+ROUTINGS = ("uniform", "hot", "one-expert", "idle")
+VALUES = ("normal", "denormal", "huge")
+
+
+def fuzz_activations(tokens, model_dim, experts, topk, dtype, seed, device, idle_tokens=0, negative_ids=True):
+    """Activations as `make_activations`, drawn to vary what the kernels branch on: the routing (`ROUTINGS[seed %
+    4]`: uniform; 1-4 hot experts in every token's top-k; every token on one expert; a random number of idle
+    tokens, routed to -1, where `negative_ids`) and the values (`VALUES[seed // 4 % 3]`: unit normal; a random
+    quarter of the rows scaled into the dtype's subnormals; a random quarter scaled to 1/64 of its largest value).
+    """
+    gen = _generator(device).manual_seed(seed)
+    model_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    routing, values = ROUTINGS[seed % 4], VALUES[seed // 4 % 3]
+    if routing == "idle" and not negative_ids:
+        routing = "uniform"
+    hidden = torch.randn(tokens, model_dim, generator=gen, device=device)
+    if values != "normal":
+        info = torch.finfo(model_dtype)
+        scale = info.smallest_normal / 4 if values == "denormal" else info.max / 64 / 4  # randn reaches ~4
+        rows = torch.rand(tokens, 1, generator=gen, device=device) < 0.25
+        hidden = torch.where(rows, hidden * scale, hidden)
+    scores = torch.rand(tokens, experts, generator=gen, device=device)
+    if routing in ("hot", "one-expert"):
+        count = 1 if routing == "one-expert" else 1 + seed // 12 % min(4, topk)
+        hot = torch.randperm(experts, generator=gen, device=device)[:count]
+        scores[:, hot] += 1.0  # above every other score: in every token's top-k
+    weights, ids = torch.topk(scores, topk, dim=-1)
+    ids = ids.to(torch.int32)
+    idle = idle_tokens
+    if routing == "idle":
+        idle = max(idle, 1 + seed // 12 % tokens)
+    if idle:
+        ids[tokens - idle:] = -1
+    return hidden.to(model_dtype), ids, weights / weights.sum(-1, keepdim=True)
 
 
 def make_inputs(tokens, model_dim, inter, experts, topk, dtype, quant, seed, device, aliased=False,

@@ -43,8 +43,8 @@ my-op:
     fixed: {expect: clean}
 """
 
-MOE_FIELDS = ("why, capture_sizes, cpu_sizes, seed, hang_after, model, dtype, quant, activation, block_m, splitk, "
-              "cu_num, contract, policies, expect_bytes, idle_tokens, reads_past")
+MOE_FIELDS = ("why, capture_sizes, cpu_sizes, seed, hang_after, fuzzed_inputs, model, dtype, quant, activation, "
+              "block_m, splitk, cu_num, contract, policies, expect_bytes, idle_tokens, reads_past")
 
 
 @pytest.fixture
@@ -129,7 +129,7 @@ def test_typo_in_op_scenario(folder: Path, capsys: pytest.CaptureFixture[str]) -
     (folder / "scn.yaml").write_text(OP)
     assert _list_error(folder, capsys) == (
         "sc/scn.yaml: my-op: capture_size: got unknown field; allowed: why, capture_sizes, cpu_sizes, seed, "
-        "hang_after, op, params, tolerance, variants; did you mean capture_sizes?")
+        "hang_after, fuzzed_inputs, op, params, tolerance, import_root, variants; did you mean capture_sizes?")
 
 
 @pytest.mark.parametrize(("typo", "message"), [

@@ -188,9 +188,8 @@ BAD_OP_SCENARIOS = [  # (id, a change to SCENARIO, the whole message)
     ("bad-op", ("myop:case", "myop.case"),
      "ops.yaml: add-one: op: got 'myop.case'; allowed: module.path:attribute, e.g. own_op.scenarios:scale_shift_case"),
     ("unknown-field", ("  seed: 4\n", "  seed: 4\n  colour: red\n"),
-     "ops.yaml: add-one: colour: got unknown field; allowed: why, capture_sizes, cpu_sizes, seed, hang_after, op, "
-     "params, "
-     "tolerance, variants"),
+     "ops.yaml: add-one: colour: got unknown field; allowed: why, capture_sizes, cpu_sizes, seed, hang_after, "
+     "fuzzed_inputs, op, params, tolerance, import_root, variants"),
     ("bad-verdict", ("expect: clean", "expect: fine"),
      "ops.yaml: add-one: variants.fixed.expect.verdict: got 'fine'; allowed: hang, capture-error, crash, oob-write"),
     ("bytes-on-clean", ("expect: clean", "expect: {verdict: clean, bytes: 4}"),
@@ -199,9 +198,8 @@ BAD_OP_SCENARIOS = [  # (id, a change to SCENARIO, the whole message)
     ("first-after-last", ("first: 0, last: 11", "first: 12, last: 11"),
      "ops.yaml: add-one: variants.buggy.expect.first: got 12 after last 11; allowed: first <= last"),
     ("no-variants", ("  variants:\n", "  other:\n"),  # the unknown key is named, not only the one it left missing
-     "ops.yaml: add-one: other: got unknown field; allowed: why, capture_sizes, cpu_sizes, seed, hang_after, op, "
-     "params, "
-     "tolerance, variants"),
+     "ops.yaml: add-one: other: got unknown field; allowed: why, capture_sizes, cpu_sizes, seed, hang_after, "
+     "fuzzed_inputs, op, params, tolerance, import_root, variants"),
     ("expect-at-stray-size", ("      expect: clean\n", "      expect: clean\n      expect_at: {8: clean}\n"),
      "ops.yaml: add-one: variants.fixed.expect_at: got 8; allowed: capture sizes of the scenario (1, 2)"),
     ("bad-variant-id", ("    fixed:", "    Fixed Now:"),

@@ -561,16 +561,16 @@ def test_report_bad_input_is_one_line_and_keeps_what_was_written(
 
 
 def _fake_runs(monkeypatch: pytest.MonkeyPatch, second: BaseException) -> list[str]:
-    """run_cases that finishes the first scenario-policy group by hand and raises `second` on the next."""
+    """A scenario run that finishes the first scenario-variant group by hand and raises `second` on the next."""
     calls: list[str] = []
 
-    def run_cases(cases, device, **_):
-        calls.append(cases[0].policy.value)
+    def run(self, scenario_id, variant, sizes, **_):
+        calls.append(variant)
         if len(calls) > 1:
             raise second
-        return [case(c.scenario, c.policy.value, c.tokens) for c in cases]
+        return [case(scenario_id, variant, t) for t in sizes]
 
-    monkeypatch.setattr("graph_harness.moe.run.run_cases", run_cases)
+    monkeypatch.setattr("graph_harness.schema.ScenarioBase.run", run)
     return calls
 
 
@@ -614,10 +614,10 @@ def test_an_interrupted_run_prints_what_finished_keeps_its_json_and_exits_130(
 
 def test_a_run_interrupted_before_its_first_case_leaves_an_existing_json_as_it_was(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    def run_cases(cases, device, **_):  # type: ignore[no-untyped-def]
+    def run(self, scenario_id, variant, sizes, **_):  # type: ignore[no-untyped-def]
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("graph_harness.moe.run.run_cases", run_cases)
+    monkeypatch.setattr("graph_harness.schema.ScenarioBase.run", run)
     saved = tmp_path / "r.json"
     saved.write_text("[earlier results]")
     assert main(["run", *_EP, "--json", str(saved)]) == 130

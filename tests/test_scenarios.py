@@ -112,8 +112,8 @@ def _error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: Any = None, te
     return message
 
 
-ALL_FIELDS = "why, capture_sizes, cpu_sizes, seed, hang_after, model, dtype, quant, activation, block_m, splitk, " \
-             "cu_num, contract, policies, expect_bytes, idle_tokens, reads_past"
+ALL_FIELDS = "why, capture_sizes, cpu_sizes, seed, hang_after, fuzzed_inputs, model, dtype, quant, activation, " \
+             "block_m, splitk, cu_num, contract, policies, expect_bytes, idle_tokens, reads_past"
 VERDICTS = ("hang, capture-error, crash, oob-write, use-after-free, oob-read, uninit-read, replay-state, "
             "stale-capture, mismatch, clean")
 

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from graph_harness.cli.bugs import add_list, add_reproduce, add_schema
 from graph_harness.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, PROG, Subparsers
+from graph_harness.cli.fuzz import add_fuzz
 from graph_harness.cli.report import add_report
 from graph_harness.cli.run import add_footprint, add_run
 from graph_harness.errors import BadInput, one_line
@@ -30,7 +31,7 @@ Command = Callable[[argparse.Namespace, Console], int]
 
 # One registrar per subcommand: adding a command is one function in its module plus its entry here.
 _SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
-    add_footprint, add_run, add_reproduce, add_list, add_schema, add_report)
+    add_footprint, add_run, add_fuzz, add_reproduce, add_list, add_schema, add_report)
 
 
 class _Parser(argparse.ArgumentParser):

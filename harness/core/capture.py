@@ -455,6 +455,12 @@ def _progress(what: str, seconds: float) -> None:
             f.write(f"{what}\t{seconds!r}\t{time.time()!r}\n")
 
 
+def mark_wedged() -> None:
+    """A kernel of this process hung on the GPU (see `wedged`)."""
+    global _wedged
+    _wedged = True
+
+
 def wedged() -> bool:
     """Whether a kernel of this process hung on the GPU: it cannot be stopped in-process, and every later use of
     the device waits on it, so nothing more should run here (`--isolate` runs each case in a child process)."""

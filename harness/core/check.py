@@ -230,6 +230,19 @@ def _expectation_for(expect: ExpectLike | None, size: int) -> Expectation:
     return expectation(expect)
 
 
+@dataclass
+class Prepared:
+    """Cases made ready to run: the workload at each of their sizes, and the slab that guards them all."""
+
+    cases: list[Case]
+    workloads: dict[int, Workload]
+    guards: Guards
+
+    @property
+    def device(self) -> torch.device:
+        return self.guards.device
+
+
 def check(op: Op, inputs: Inputs, sizes: Sequence[int] = (1,), *, reference: Reference | None = None,
           constants: Mapping[str, Any] | None = None, tolerance: float = DEFAULT_TOLERANCE,
           device: torch.device | str | None = None,
@@ -247,6 +260,18 @@ def check(op: Op, inputs: Inputs, sizes: Sequence[int] = (1,), *, reference: Ref
     make `inputs` move what the op decides on the host from seed to seed (a token count, the routing), so that a
     decision baked in at capture shows. `hang_after`: the floor, in seconds, of every run's bound (default 120).
     """
+    ready = prepare(op, inputs, sizes, reference=reference, constants=constants, tolerance=tolerance, device=device,
+                    expect=expect, seed=seed, guard_budget=guard_budget, name=name, variant=variant, repro=repro)
+    return run_and_judge(ready.cases, ready.workloads, ready.guards, backend or default_backend(ready.device),
+                         replays=replays, hang_after=hang_after)
+
+
+def prepare(op: Op, inputs: Inputs, sizes: Sequence[int] = (1,), *, reference: Reference | None = None,
+            constants: Mapping[str, Any] | None = None, tolerance: float = DEFAULT_TOLERANCE,
+            device: torch.device | str | None = None, expect: ExpectLike | None = None, seed: int = 0,
+            guard_budget: int | None = None, name: str | None = None, variant: str = "default",
+            repro: str | Callable[[int], str] | None = None) -> Prepared:
+    """`check`'s arguments checked, the slab made and the constants copied into it: the cases ready to run."""
     if not callable(op) or not callable(inputs):
         raise UsageError("op and inputs must be callables: op(inputs, **constants) -> Tensor, "
                          "inputs(size, seed) -> dict[str, Tensor]")
@@ -272,6 +297,4 @@ def check(op: Op, inputs: Inputs, sizes: Sequence[int] = (1,), *, reference: Ref
     limits = () if reference is not None else (NO_REFERENCE,)
     cases = [Case(label, variant, t, seed, expectations[t], repro=repro(t) if callable(repro) else repro, limits=limits)
              for t in sizes]
-    return run_and_judge(cases, workloads, guards, backend or default_backend(dev), replays=replays,
-                         hang_after=hang_after)
-
+    return Prepared(cases, workloads, guards)

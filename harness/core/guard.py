@@ -758,6 +758,23 @@ class Guards:
         return (any(got != pattern[at % 4] for at, got in zip(layout.tail_at, tail, strict=True))
                 or any(bool((words[lo:hi] != _signed(word, 32)).any()) for lo, hi in layout.guards))
 
+    def count_changed(self, flag: torch.Tensor) -> None:
+        """Add to the device word `flag` how many guard bytes differ from the armed fill: one launch, no sync (a
+        GPU slab's)."""
+        word = self._words[self.fill]
+        self.layout.count_changed(self.slab, word, word.to_bytes(4, "little"), flag)
+
+    def findings(self) -> int:
+        """How many findings are recorded so far: a count that grows when a check or the lane checker finds
+        something new."""
+        return len(self._findings) + len(self._strays) + (self._loose is not None)
+
+    def forget(self) -> None:
+        """Drop every finding so far, so that the next run's are its own (who wrote them included)."""
+        self._findings.clear()
+        self._strays.clear()
+        self._loose = None
+
     def check(self, phase: str, op: str | None = None) -> bool:
         """Record what changed in the guards since they were armed; True if anything did."""
         with phases.timed("guards"):

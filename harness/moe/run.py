@@ -9,7 +9,7 @@ import torch
 
 from graph_harness.core import expect, phases
 from graph_harness.core.capture import Backend, Workload, default_backend
-from graph_harness.core.check import Case, default_budget, run_and_judge
+from graph_harness.core.check import Case, Prepared, default_budget, run_and_judge
 from graph_harness.core.expect import Expectation
 from graph_harness.core.guard import Guards, adoption_bytes
 from graph_harness.core.lanes import lanes_checked
@@ -71,6 +71,14 @@ def run_cases(cases: Sequence[CaseSpec], device: torch.device, *, budget: int | 
     """Run one scenario-policy's cases (any sizes, one seed) through the protocol in one shared slab."""
     if not cases:
         return []
+    ready = prepare_cases(cases, device, budget=budget, scenarios_flag=scenarios_flag)
+    return run_and_judge(ready.cases, ready.workloads, ready.guards, backend or default_backend(device),
+                         replays=replays, hang_after=hang_after)
+
+
+def prepare_cases(cases: Sequence[CaseSpec], device: torch.device, *, budget: int | None = None,
+                  scenarios_flag: str = "") -> Prepared:
+    """One scenario-policy's cases made ready to run: the layer's weights made and copied into one slab."""
     with phases.timed("weights"):
         weights = {c.hidden: MoEWeights.for_case(c, device) for c in cases}
         guards = guards_for(cases, device, budget, list(weights.values()))  # sized after the weights are made
@@ -87,5 +95,4 @@ def run_cases(cases: Sequence[CaseSpec], device: torch.device, *, budget: int | 
                    repro=run_command(c.scenario, c.policy.value, c.tokens, c.seed) + scenarios_flag,
                    limits=() if exact else unseen_reads(c))
               for c in cases]
-    return run_and_judge(judged, workloads, guards, backend or default_backend(device), replays=replays,
-                         hang_after=hang_after)
+    return Prepared(judged, workloads, guards)

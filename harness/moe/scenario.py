@@ -28,7 +28,7 @@ from graph_harness.kernels.contracts import (
 from graph_harness.schema import Count, Frozen, Profile, ScenarioBase, Text, int_or, profile_of, rule
 
 if TYPE_CHECKING:
-    from graph_harness.core.results import CaseResult
+    from graph_harness.core.check import Prepared
 
 DType = Literal["bf16", "fp16"]
 Weights = Literal["distinct", "aliased"]
@@ -117,15 +117,14 @@ class MoEScenario(ScenarioBase):
         fp = case.footprint()
         return None, fp.alloc_bytes, fp.predicted_overflow_bytes
 
-    def run(self, scenario_id: str, variant: str, sizes: Sequence[int], *, seed: int | None = None,
-            budget: int | None = None, replays: int | None = None) -> list[CaseResult]:
+    def prepare(self, scenario_id: str, variant: str, sizes: Sequence[int], *, seed: int | None = None,
+                budget: int | None = None) -> Prepared:
         from graph_harness.core.triton_env import device
-        from graph_harness.moe.run import resolve_cases, run_cases
+        from graph_harness.moe.run import prepare_cases, resolve_cases
 
         dev = device()
         cases = resolve_cases(scenario_id, self, Policy(variant), sizes, profile_of(dev), seed)
-        return run_cases(cases, dev, budget=budget, scenarios_flag=self.scenarios_flag(), replays=replays or 3,
-                         hang_after=self.hang_floor())
+        return prepare_cases(cases, dev, budget=budget, scenarios_flag=self.scenarios_flag())
 
     @model_validator(mode="after")
     def _cross_check(self, info: ValidationInfo) -> MoEScenario:

@@ -12,8 +12,15 @@ import torch
 
 from graph_harness.core.capture import Step
 from graph_harness.core.guard import Guards
-from graph_harness.kernels.contracts import Policy, Quant
-from graph_harness.kernels.fused_moe import MoEInputs, fused_moe, fused_moe_ref, make_activations, make_weights
+from graph_harness.kernels.contracts import NegativeIds, Policy, Quant
+from graph_harness.kernels.fused_moe import (
+    MoEInputs,
+    fused_moe,
+    fused_moe_ref,
+    fuzz_activations,
+    make_activations,
+    make_weights,
+)
 from graph_harness.moe.scenario import CaseSpec, DType
 
 # Relative L2 error allowed against the fp64 reference, keyed by (dtype, quant).
@@ -87,6 +94,15 @@ class MoEWorkload:
         c = self.case
         hidden, ids, weights = make_activations(  # type: ignore[no-untyped-call]
             c.tokens, c.hidden, c.experts, c.topk, c.dtype, seed, self.device, idle_tokens=c.idle_tokens)
+        return {"hidden": hidden, "topk_ids": ids, "topk_weights": weights}
+
+    def fuzz_inputs(self, seed: int) -> dict[str, torch.Tensor]:
+        """Inputs that vary the routing and the values by seed (`fuzz_activations`); ids of -1 only where the
+        contract filters them."""
+        c = self.case
+        hidden, ids, weights = fuzz_activations(  # type: ignore[no-untyped-call]
+            c.tokens, c.hidden, c.experts, c.topk, c.dtype, seed, self.device, idle_tokens=c.idle_tokens,
+            negative_ids=c.contract.negative_ids is NegativeIds.FILTERED)
         return {"hidden": hidden, "topk_ids": ids, "topk_weights": weights}
 
     def _layer(self, inputs: Mapping[str, torch.Tensor]) -> MoEInputs:

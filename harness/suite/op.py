@@ -30,11 +30,11 @@ from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, 
 
 from graph_harness.core.expect import Expectation
 from graph_harness.core.verdict import Verdict
-from graph_harness.errors import BadInput, bad_value
+from graph_harness.errors import bad_value
 from graph_harness.schema import ID_PATTERN, Count, Frozen, ScenarioBase, rule
 
 if TYPE_CHECKING:
-    from graph_harness.core.results import CaseResult
+    from graph_harness.core.check import Prepared
 
 _OP_PATTERN = r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*"
 
@@ -121,6 +121,9 @@ class OpScenario(ScenarioBase):
     op: Annotated[str, AfterValidator(_op_path)]
     params: dict[str, Any] = Field(default_factory=dict)
     tolerance: Annotated[float, Field(gt=0)] | None = None  # else the factory's, else graph_harness.check's
+    # Where the op's package imports from when it is not installed: a folder, relative to this file (default: the
+    # folder above this file's). A fuzz reproduction written elsewhere names its scenario's.
+    import_root: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] | None = None
     variants: Annotated[dict[VariantId, OpVariant], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -159,11 +162,19 @@ class OpScenario(ScenarioBase):
             -e.first if e.side == "underflow" and e.first is not None else None)
         return None if extent is None else (e.buffer, None, extent)
 
+    def package_root(self) -> Path | None:
+        """The folder the op's package imports from when it is not installed: `import_root`, else the folder above
+        this file's."""
+        if self.import_root is not None:
+            root = Path(self.import_root)
+            return root if root.is_absolute() or self.source is None else self.source.parent / root
+        return None if self.source is None else self.source.parent.parent
+
     def factory(self, scenario_id: str) -> Callable[..., Any]:
         """The factory `op` names, imported now; BadInput says what failed."""
         module_name, _, attribute = self.op.partition(":")
         try:
-            module = _import(module_name, self.source)
+            module = _import(module_name, self.package_root())
             target: Any = module
             for part in attribute.split("."):
                 target = getattr(target, part)
@@ -187,39 +198,33 @@ class OpScenario(ScenarioBase):
                         "a factory returning OpSpec, (op, inputs) or (op, inputs, reference)",
                         f"it returned {type(made).__name__}")
 
-    def run(self, scenario_id: str, variant: str, sizes: Sequence[int], *, seed: int | None = None,
-            budget: int | None = None, replays: int | None = None) -> list[CaseResult]:
+    def prepare(self, scenario_id: str, variant: str, sizes: Sequence[int], *, seed: int | None = None,
+                budget: int | None = None) -> Prepared:
         from graph_harness.core import phases
-        from graph_harness.core.check import DEFAULT_TOLERANCE as _DEFAULT_TOLERANCE
-        from graph_harness.core.check import check
-        from graph_harness.core.guard import UsageError
+        from graph_harness.core.check import DEFAULT_TOLERANCE, prepare
 
         with phases.timed("weights"):  # the factory makes the op's constants
             spec = self.spec(scenario_id, variant)
         seed = self.seed if seed is None else seed
-        tolerance = self.tolerance or spec.tolerance
-        # One check for every size, as a server captures them: one op, one slab, graphs captured into one pool,
-        # so that what one size's capture does to the op's caches reaches the graphs captured before it.
-        try:
-            return check(spec.op, spec.inputs, list(sizes), reference=spec.reference, constants=spec.constants,
-                         tolerance=tolerance or _DEFAULT_TOLERANCE,
-                         expect=lambda size: self.expectation(variant, size), seed=seed, guard_budget=budget,
-                         replays=replays or 3, name=scenario_id, variant=variant,
-                         repro=lambda size: self.repro(scenario_id, variant, size, seed), hang_after=self.hang_floor())
-        except UsageError as err:
-            raise BadInput(f"{self.where(scenario_id)}: {variant} T={', '.join(map(str, sizes))}: {err}") from None
+        # One slab for every size, as a server captures them: one op, graphs captured into one pool, so that what
+        # one size's capture does to the op's caches reaches the graphs captured before it.
+        return prepare(spec.op, spec.inputs, list(sizes), reference=spec.reference, constants=spec.constants,
+                       tolerance=self.tolerance or spec.tolerance or DEFAULT_TOLERANCE,
+                       expect=lambda size: self.expectation(variant, size), seed=seed, guard_budget=budget,
+                       name=scenario_id, variant=variant, repro=lambda size: self.repro(scenario_id, variant, size,
+                                                                                        seed))
 
 
-def _import(module_name: str, source: Path | None) -> Any:
-    """Import a module as named; failing that, with the folder above the scenario folder (the project's root)
-    on the path, so that a scenario next to its package finds it whatever the working directory."""
+def _import(module_name: str, root: Path | None) -> Any:
+    """Import a module as named; failing that, with `root` (the project's folder) on the path, so that a scenario
+    next to its package finds it whatever the working directory."""
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as err:
-        if source is None or not (err.name or "").startswith(module_name.split(".")[0]):
+        if root is None or not (err.name or "").startswith(module_name.split(".")[0]):
             raise
-        root = str(source.resolve().parent.parent)
-        if root in sys.path:
+        folder = str(root.resolve())
+        if folder in sys.path:
             raise
-        sys.path.append(root)
+        sys.path.append(folder)
         return importlib.import_module(module_name)
