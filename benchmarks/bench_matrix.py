@@ -1,13 +1,15 @@
 """Where a matrix run's time goes, per phase of the protocol, summed over its cases and per case.
 
     python benchmarks/bench_matrix.py [SCENARIO ...] [graph-harness run's options: --policy P --sizes T ...]
+    python benchmarks/bench_matrix.py --pytest [pytest arguments: scenarios/qwen3.yaml -k tp8 ...]
 
 Runs `graph-harness run` in this process on the scenarios given (default: qwen3-30b-tp8 and
 deepseek-v3-tp8-decode with --policy pr2551, the profile of issue 18), its tables silenced, and prints each
 phase's seconds (a phase inside another counts as its own: `guards` is every arm and check, wherever it ran),
 per case, how often it was entered and its share of the wall time. `startup` is the imports and the loading of
 the scenario files before the first case; `other` is what no phase covers (printing, the CLI's own work). On a
-GPU and on CPU alike; the figures go into benchmarks/NOTES.md.
+GPU and on CPU alike; the figures go into benchmarks/NOTES.md. With `--pytest` it runs pytest in this process
+instead, one worker, the way `pytest scenarios -n 1` runs the matrix: one case an item, each in a slab of its own.
 """
 
 from __future__ import annotations
@@ -31,13 +33,23 @@ def main(argv: list[str]) -> int:
     from graph_harness.core import phases
 
     args = argv or DEFAULT
+    under_pytest = args[0] == "--pytest"
+    if under_pytest:
+        args = args[1:]
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "results.json"
         with contextlib.redirect_stdout(io.StringIO()):
-            code = cli(["run", *args, "--json", str(out)])
+            if under_pytest:
+                import pytest
+
+                code = int(pytest.main([*args, "-q", "-p", "no:xdist", "-p", "no:cacheprovider", "--harness-json",
+                                        str(out)]))
+            else:
+                code = cli(["run", *args, "--json", str(out)])
         wall = time.perf_counter() - START
         if code not in (0, 1):  # 1: a case failed its expectation, which is measured all the same
-            print(f"graph-harness run {' '.join(args)}: exit {code}", file=sys.stderr)
+            print(f"{'pytest' if under_pytest else 'graph-harness run'} {' '.join(args)}: exit {code}",
+                  file=sys.stderr)
             return code
         cases = len(json.loads(out.read_text()))
     totals = phases.totals()
@@ -46,7 +58,7 @@ def main(argv: list[str]) -> int:
     rows += [(name, *totals[name]) for name in phases.PHASES if name in totals]
     rows += [(name, *value) for name, value in totals.items() if name not in phases.PHASES]
     rows.append(("other", wall - sum(seconds for _, seconds, _ in rows), 1))
-    print(f"graph-harness run {' '.join(args)}: {cases} cases, {wall:.1f} s wall")
+    print(f"{'pytest' if under_pytest else 'graph-harness run'} {' '.join(args)}: {cases} cases, {wall:.1f} s wall")
     print(f"{'phase':12} {'total s':>9} {'per case ms':>12} {'entered':>8} {'share':>6}")
     for name, seconds, entered in rows:
         print(f"{name:12} {seconds:9.2f} {1e3 * seconds / max(cases, 1):12.1f} {entered:8d} "

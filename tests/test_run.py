@@ -72,20 +72,55 @@ def test_run_json_to_an_unwritable_path_fails_before_running(tmp_path: Path, cap
     assert "--json: got " in capsys.readouterr().err
 
 
-def test_a_group_the_guard_budget_cannot_hold_runs_in_smaller_slabs(tmp_path: Path) -> None:
-    """DeepSeek-V3 TP8 decode at T=1 and 2 needs more than a 0.03 GiB slab at once (on the H200, the 51 sizes of
-    deepseek-v3-ep-split2-all-sizes exhausted the default budget): each size then runs in a slab of its own, with
-    the same verdicts, and says so."""
-    from graph_harness.core.triton_env import device
+WIDE_OP = """
+import torch
 
-    if device().type != "cpu":
-        pytest.skip("the budget is the CPU profile's (K shrunk); on the H200 the 51 sizes of "
-                    "deepseek-v3-ep-split2-all-sizes split at the default budget (benchmarks/NOTES.md, session 13)")
+ROW = 1 << 22  # 16 MiB of fp32 a token: two sizes' graphs do not fit a 0.05 GiB slab together, each alone does
+
+
+def wide(inputs):
+    x = inputs["x"]
+    out = torch.empty(x.shape[0], ROW, dtype=torch.float32, device=x.device)
+    out.zero_()
+    out[:, : x.shape[1]] = 2 * x
+    return out
+
+
+def reference(inputs):
+    x = inputs["x"].double()
+    return torch.nn.functional.pad(2 * x, (0, ROW - x.shape[1]))
+
+
+def inputs(size, seed):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {"x": torch.randn(size, 4, generator=torch.Generator().manual_seed(seed)).to(device)}
+
+
+def spec():
+    return wide, inputs, reference
+"""
+
+
+def test_a_group_the_guard_budget_cannot_hold_runs_in_smaller_slabs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An op whose output at T=1 and 2 (16 and 32 MiB) cannot be held by a 0.05 GiB slab at once, as the 51 sizes
+    of deepseek-v3-ep-split2-all-sizes could not be by the default budget on the H200: each size then runs in a
+    slab of its own, with the verdict it gets alone, and says so."""
+    (tmp_path / "wide_op.py").write_text(WIDE_OP)
+    (tmp_path / "scenarios").mkdir()
+    (tmp_path / "scenarios" / "wide.yaml").write_text(
+        "graph-harness: scenarios\nwide:\n  why: outputs too wide for one slab of both sizes\n  op: wide_op:spec\n"
+        "  capture_sizes: [1, 2]\n  variants: {plain: {}}\n")
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "r.json"
-    code = main(["run", "deepseek-v3-tp8-decode", "--variant", "pr2551", "--guard-budget", "0.03", "--json", str(out)])
+    code = main(["run", "wide", "--scenarios", "scenarios", "--guard-budget", "0.05", "--json", str(out)])
     records = json.loads(out.read_text())
     assert code == 0
     assert [(r["capture_size"], r["verdict"], r["passed"]) for r in records] == [(1, "clean", True), (2, "clean", True)]
     for r in records:
         (note,) = [n for n in r["notes"] if n.startswith("slab split: ")]
         assert "the guard budget did not hold all of the group's sizes in one slab" in note
+    assert main(["run", "wide", "--scenarios", "scenarios", "--sizes", "2", "--guard-budget", "0.05", "--json",
+                 str(out)]) == 0
+    (alone,) = json.loads(out.read_text())
+    assert not [n for n in alone["notes"] if n.startswith("slab split: ")]  # one size alone fits: no split

@@ -81,6 +81,14 @@ def _weights(hidden: int, inter: int, experts: int, dtype: DType, quant: Quant, 
         hidden, inter, experts, dtype, quant, seed, device, aliased=aliased))
 
 
+# References kept for the layer last run, (inputs, reference) by equal inputs: a pytest worker runs a scenario's
+# cases size by size, each size's policies one after another on the same two input sets, and an fp64 DeepSeek-V3
+# reference took 47 ms of the 0.62 s a case took on an H200 (issue 18's profile: 12 references, 0.56 s).
+_REFERENCES: dict[tuple[object, ...], list[tuple[dict[str, torch.Tensor], torch.Tensor]]] = {}
+_KEPT = 8  # four sizes' input sets
+_KEPT_BYTES = 64 << 20  # a reference larger than this is recomputed: the guard slab needs the memory more
+
+
 class MoEWorkload:
     """`fused_moe` at one capture size, with the case's policy and contract."""
 
@@ -117,4 +125,18 @@ class MoEWorkload:
         return cast(torch.Tensor, out)
 
     def reference(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return cast(torch.Tensor, fused_moe_ref(self._layer(inputs), self.case.quant, self.case.activation))
+        """The fp64 reference; the one computed before on equal inputs of a layer with the same weights (another
+        policy's case of the scenario) when it is still kept: each policy's cases draw the same inputs."""
+        c = self.case
+        key = (c.hidden, c.inter, c.experts, c.topk, c.dtype, c.quant, c.activation, c.seed, c.weights, self.device)
+        kept = _REFERENCES.get(key, [])
+        for seen, ref in kept:
+            if seen.keys() == inputs.keys() and all(torch.equal(seen[k], inputs[k]) for k in seen):
+                return ref
+        ref = cast(torch.Tensor, fused_moe_ref(self._layer(inputs), c.quant, c.activation))
+        if ref.numel() * ref.element_size() <= _KEPT_BYTES:
+            kept.append(({k: v.clone() for k, v in inputs.items()}, ref))
+            _REFERENCES[key] = kept[-_KEPT:]
+            while len(_REFERENCES) > 1:  # one layer's: a worker runs a scenario's cases one after another
+                _REFERENCES.pop(next(iter(_REFERENCES)))
+        return ref
