@@ -48,3 +48,22 @@ def test_a_reference_is_computed_once_for_equal_inputs_of_the_same_layer(
     changed = first.reference(x)
     assert len(calls) == 3
     assert torch.equal(changed, real(first._layer(x), first.case.quant, first.case.activation))
+
+
+def test_a_case_s_input_sets_are_referenced_in_one_pass_with_each_set_s_own_figures(
+        device: torch.device, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    scenario = load_scenarios(scenario_files(builtin_scenario_dir()))["deepseek-v3-tp8-decode"]
+    assert isinstance(scenario, MoEScenario)
+    monkeypatch.setattr(workload, "_REFERENCES", {})
+    (case,) = resolve_cases("deepseek-v3-tp8-decode", scenario, Policy.PR2551, [2], profile_of(device),
+                            seed=seed % 1000)
+    wl = MoEWorkload(case, MoEWeights.for_case(case, device), device)
+    sets = [wl.inputs(seed % 1000 + 1 + r) for r in range(3)]
+    sets[2]["topk_ids"][1] = -1  # an idle token in one set only
+    together = wl.references(sets)
+    for x, ref in zip(sets, together, strict=True):
+        alone = workload.fused_moe_ref(wl._layer(x), case.quant, case.activation)
+        assert ref.shape == alone.shape
+        assert torch.allclose(ref, alone, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(together[0], together[1])
+    assert bool((together[2][1] == 0).all())  # the idle token's output row

@@ -33,7 +33,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from graph_harness.core import phases, runtime
 from graph_harness.core.compare import Comparison, agree, compare, finite
-from graph_harness.core.guard import STRANGER_WORD, Buffer, Fill, GuardMode, Guards, UsageError
+from graph_harness.core.guard import STRANGER_WORD, Buffer, Fill, GuardBudgetError, GuardMode, Guards, UsageError
 from graph_harness.core.lanes import lanes_checked, watched
 from graph_harness.core.launches import Launch, observing
 from graph_harness.core.verdict import Verdict
@@ -59,7 +59,8 @@ class Workload(Protocol):
         ...
 
     def reference(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
-        """The expected output, any float dtype, on the inputs' device; None when there is none."""
+        """The expected output, any float dtype, on the inputs' device; None when there is none. A workload may
+        also have `references(list of inputs)`, the same for several input sets at once."""
         ...
 
 
@@ -131,12 +132,30 @@ class CudaGraphBackend:
 
     def capture(self, thunk: Thunk, guards: Guards) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
         graph = torch.cuda.CUDAGraph(keep_graph=True)
+        short: list[GuardBudgetError] = []
+
+        def run() -> torch.Tensor:
+            try:
+                return thunk()
+            except GuardBudgetError as err:  # the harness's slab, not the op: never a capture error
+                short.append(err)
+                raise
+
+        stream = torch.cuda.current_stream()
         try:
             with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"), \
                     GuardMode(guards, capturing=True):
-                out = thunk()
+                out = run()
         except RuntimeError as err:
+            # Ending a capture that an exception left invalid raises anew, hiding why it stopped: a slab too small
+            # for the sizes at once must reach the caller, which runs them in smaller slabs (suite.plan).
+            if short:
+                raise short[0] from None
             raise CaptureError(_first_line(err)) from err
+        finally:
+            # torch.cuda.graph leaves its capture stream current when ending the capture raised: every later run
+            # of the process would go to it (a later capture then found its graph empty, on the H200)
+            torch.cuda.set_stream(stream)
         return graph, out
 
     def output(self, graph: Any) -> torch.Tensor:
@@ -661,7 +680,8 @@ def run_protocol(workloads: Mapping[int, Workload], guards: Guards, backend: Bac
         with phases.timed("inputs"):
             inputs = [wl.inputs(seed + 1 + r) for r in range(replays - 1)]
         with phases.timed("reference"):
-            refs = [wl.reference(x) for x in inputs]
+            several = getattr(wl, "references", None)  # one pass for every input set, where the workload can
+            refs = list(several(inputs)) if several is not None else [wl.reference(x) for x in inputs]
         with phases.timed("inputs"), guards.tagged(tokens):
             static = {key: guards.adopt(value, f"input.{key}") for key, value in inputs[0].items()}
         sizes.append(_Size(wl, tokens, inputs, refs, static, SizeOutcome(tokens)))

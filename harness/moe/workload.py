@@ -4,7 +4,7 @@ and the tolerance table keyed by dtype and quant."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -125,18 +125,31 @@ class MoEWorkload:
         return cast(torch.Tensor, out)
 
     def reference(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """The fp64 reference; the one computed before on equal inputs of a layer with the same weights (another
-        policy's case of the scenario) when it is still kept: each policy's cases draw the same inputs."""
+        return self.references([inputs])[0]
+
+    def references(self, sets: Sequence[Mapping[str, torch.Tensor]]) -> list[torch.Tensor]:
+        """The fp64 reference of each input set. One computed before on equal inputs of a layer with the same
+        weights (another policy's case of the scenario) is served again; the rest are computed together, their
+        tokens stacked, so that each routed expert's weights are dequantised once for all of them (each token's
+        output depends on its own routing and values alone)."""
         c = self.case
         key = (c.hidden, c.inter, c.experts, c.topk, c.dtype, c.quant, c.activation, c.seed, c.weights, self.device)
-        kept = _REFERENCES.get(key, [])
-        for seen, ref in kept:
-            if seen.keys() == inputs.keys() and all(torch.equal(seen[k], inputs[k]) for k in seen):
-                return ref
-        ref = cast(torch.Tensor, fused_moe_ref(self._layer(inputs), c.quant, c.activation))
-        if ref.numel() * ref.element_size() <= _KEPT_BYTES:
-            kept.append(({k: v.clone() for k, v in inputs.items()}, ref))
-            _REFERENCES[key] = kept[-_KEPT:]
-            while len(_REFERENCES) > 1:  # one layer's: a worker runs a scenario's cases one after another
-                _REFERENCES.pop(next(iter(_REFERENCES)))
-        return ref
+        kept = _REFERENCES.setdefault(key, [])
+        while len(_REFERENCES) > 1:  # one layer's: a worker runs a scenario's cases one after another
+            _REFERENCES.pop(next(iter(_REFERENCES)))
+        found: list[torch.Tensor | None] = [next((ref for seen, ref in kept if _equal(seen, x)), None) for x in sets]
+        todo = [i for i, ref in enumerate(found) if ref is None]
+        if todo:
+            stacked = {k: torch.cat([sets[i][k] for i in todo]) for k in sets[todo[0]]}
+            out = cast(torch.Tensor, fused_moe_ref(self._layer(stacked), c.quant, c.activation))
+            parts = out.split([sets[i]["hidden"].shape[0] for i in todo])  # type: ignore[no-untyped-call]
+            for i, ref in zip(todo, parts, strict=True):
+                found[i] = ref
+                if ref.numel() * ref.element_size() <= _KEPT_BYTES:
+                    kept.append(({k: v.clone() for k, v in sets[i].items()}, ref))
+            del kept[:-_KEPT]
+        return [cast(torch.Tensor, ref) for ref in found]
+
+
+def _equal(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
