@@ -285,3 +285,23 @@ def test_the_moe_fuzz_inputs_vary_the_routing_and_the_values(seed: int) -> None:
                 assert bool((rows > 1e30).any())
     x, ids, _ = fuzz_activations(tokens, hidden, experts, topk, "bf16", 3, "cpu", negative_ids=False)
     assert bool((ids >= 0).all())  # a contract that does not filter -1 never gets one
+
+
+def test_a_piecewise_op_fuzzes_with_its_eager_piece_before_every_replay(seed: int) -> None:
+    calls: list[int] = []
+
+    def scale(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        calls.append(1)
+        return {"scaled": 2 * inputs["x"]}
+
+    def add(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return inputs["scaled"] + inputs["x"]
+
+    def inputs(size: int, s: int) -> dict[str, torch.Tensor]:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return {"x": torch.randn(size, 16, generator=torch.Generator().manual_seed(s)).to(device)}
+
+    run = gh.fuzz(gh.Piecewise(eager=scale, graph=add), inputs, [3], seed=seed, replays=12)
+    assert run.clean
+    assert run.replays == 12
+    assert len(calls) == 1 + 1 + 12  # the eager step run, the capture, then once before every replay
