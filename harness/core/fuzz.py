@@ -43,11 +43,12 @@ from graph_harness.core.capture import (
     quiet_poison,
 )
 from graph_harness.core.check import Inputs, Op, prepare
+from graph_harness.core.expect import describe
 from graph_harness.core.guard import GuardMode, Guards, UsageError
 from graph_harness.core.lanes import lanes_checked, watched
 from graph_harness.core.launches import observing
 from graph_harness.core.results import Environment, environment
-from graph_harness.core.violation import Violation
+from graph_harness.core.violation import UNHELD, Violation
 
 Progress = Callable[[int, float], None]  # (checked replays so far, seconds of replaying so far)
 _PROGRESS_EVERY_S = 0.1
@@ -211,8 +212,8 @@ class _Watch:
 
 
 def fuzz_workloads(workloads: Mapping[int, Workload], guards: Guards, backend: Backend, *, seed: int, name: str,
-         variant: str = "default", replays: int | None = None, seconds: float | None = None,
-         hang_after: float | None = None, progress: Progress | None = None) -> FuzzRun:
+                   variant: str = "default", replays: int | None = None, seconds: float | None = None,
+                   hang_after: float | None = None, progress: Progress | None = None) -> FuzzRun:
     """Capture every size's workload once (on inputs of seed `seed + 1`, as `run_protocol` does), then replay
     the sizes in turn on inputs of seeds `seed + 2`, `seed + 3`, ... until `replays` checked replays or
     `seconds` of replaying (60 s when neither is given), or the first finding. Ctrl-C ends the run early and
@@ -235,19 +236,24 @@ def fuzz_workloads(workloads: Mapping[int, Workload], guards: Guards, backend: B
     checks: tuple[str, ...] = ("every guard byte around every buffer, after every replay",)
     if lanes_checked(guards.device):
         checks += ("every lane of every Triton access, against the view its kernel was given",)
-    limits = ("replay outputs are not compared: no eager run of each input to compare them to",)
+    limits: tuple[str, ...] = ("replay outputs are not compared: no eager run of each input to compare them to",)
     run = _Run(sizes, guards, backend, seed, _Clock(backend, floor, _InFlight()))
     with watched(guards), observing(run.clock.inflight), backend.host():
         try:
             run.prepare()
             if run.finding is None and run.error is None:
                 run.loop(replays, seconds, progress)
+                run.check_free()
         except KeyboardInterrupt:
             run.interrupted = True
         except Hang as err:
             run.error = str(err)
             if backend.warms_up:  # a GPU kernel still running: nothing more may touch the device
                 mark_wedged()
+    if not lanes_checked(guards.device):
+        checks += ("the slab bytes no buffer holds, once when the replays end",)
+    if unguarded := guards.unguarded():
+        limits += (f"unguarded memory passed to kernels, an overrun of it not seen: {'; '.join(unguarded)}",)
     return FuzzRun(name, variant, tuple(s.tokens for s in sizes), seed, backend.name, run.replays, run.seconds,
                    run.finding, run.error, run.interrupted, checks, limits)
 
@@ -295,6 +301,18 @@ class _Run:
             if self.guards.violations(tag=size.tokens):  # the audit's: a memset node past a buffer
                 self._stop(size, 0, phase, self.seed + 1, size.inputs[0], stepped=False)
                 return
+
+    def check_free(self) -> None:
+        """The slab bytes no buffer holds, once the replays are done: a write past every guard changes them, and
+        no replay's check sees it (nor says which replay wrote, so it is an error of the run, not a finding with
+        inputs to replay)."""
+        if self.finding is not None or self.error is not None:
+            return
+        self.guards.check_free()
+        loose = [v for v in self.guards.violations() if v.buffer == UNHELD]
+        if loose:
+            self.error = f"{describe(loose[0])}: written by one of the {self.replays:,} replays, which the checks " \
+                         "after each did not see (past every guard)"
 
     def _stepped(self, size: _Size, phase: str) -> None:
         """Run the op eagerly on the static inputs, the guards checked after every launch, which names it."""
