@@ -305,3 +305,26 @@ def test_a_piecewise_op_fuzzes_with_its_eager_piece_before_every_replay(seed: in
     assert run.clean
     assert run.replays == 12
     assert len(calls) == 1 + 1 + 12  # the eager step run, the capture, then once before every replay
+
+
+def test_a_reproduction_whose_inputs_file_is_missing_or_not_one_is_one_line_and_exit_2(team: Path) -> None:
+    scenarios = team / "scenarios"
+    entry = yaml.safe_load((scenarios / "team.yaml").read_text())
+    entry["team-scatter"]["fuzzed_inputs"] = "saved.pt"
+    (scenarios / "team.yaml").write_text(yaml.safe_dump(entry, sort_keys=False))
+    for content, why in ((None, "No such file or directory"), (b"junk", "not a file torch.save wrote"),
+                         (b"", "not a file torch.save wrote")):
+        if content is not None:
+            (scenarios / "saved.pt").write_bytes(content)
+        done = _cli("run", "team-scatter", "--scenarios", "scenarios", cwd=team)
+        assert done.returncode == 2, done.stdout + done.stderr
+        (line,) = done.stderr.splitlines()
+        assert line.startswith("graph-harness: error: scenarios/team.yaml: team-scatter: fuzzed_inputs: got "
+                               "scenarios/saved.pt; allowed: a file `graph-harness fuzz` wrote; "), line
+        assert why in line, line
+    entry["team-scatter"]["capture_sizes"] = [4, 8]
+    (scenarios / "team.yaml").write_text(yaml.safe_dump(entry, sort_keys=False))
+    done = _cli("run", "team-scatter", "--scenarios", "scenarios", cwd=team)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().endswith("capture_sizes: got [4, 8]; allowed: one capture size with fuzzed_inputs "
+                                        "(the inputs are of one size's shapes)"), done.stderr

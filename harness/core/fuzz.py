@@ -130,7 +130,12 @@ def save_inputs(finding: Finding) -> bytes:
 
 def load_inputs(path: Path) -> list[dict[str, torch.Tensor]]:
     """The input sets a fuzz run saved (`save_inputs`), on the CPU; ValueError for a file of anything else."""
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the unpickler fails with whatever the bytes make it do
+        raise ValueError(f"not a file torch.save wrote ({type(err).__name__})") from None
     sets = data.get("sets") if isinstance(data, dict) else None
     if not isinstance(sets, list) or not sets or not all(
             isinstance(x, dict) and all(isinstance(v, torch.Tensor) for v in x.values()) for x in sets):
