@@ -328,3 +328,22 @@ def test_a_reproduction_whose_inputs_file_is_missing_or_not_one_is_one_line_and_
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.strip().endswith("capture_sizes: got [4, 8]; allowed: one capture size with fuzzed_inputs "
                                         "(the inputs are of one size's shapes)"), done.stderr
+
+
+def test_an_op_that_breaks_the_contract_or_a_slab_too_small_is_one_line_and_exit_2(team: Path) -> None:
+    (team / "broken.py").write_text("import torch\n\n\ndef spec():\n"
+                                    "    return (lambda inputs: 3, lambda size, seed: {'x': torch.ones(size)})\n")
+    entry = {"why": "returns no tensor", "op": "broken:spec", "capture_sizes": [2], "variants": {"v": {}}}
+    (team / "scenarios" / "broken.yaml").write_text(yaml.safe_dump({"graph-harness": "scenarios", "broken": entry}))
+    done = _cli("fuzz", "broken", "--scenarios", "scenarios", "--replays", "3", cwd=team)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line == ("graph-harness: error: scenarios/broken.yaml: broken: v T=2: the op returned int; allowed: one "
+                    "Tensor, the same static tensor on every run (return the output buffer, or stack several)"), line
+    done = _cli("fuzz", "team-scatter", "--scenarios", "scenarios", "--replays", "3", "--guard-budget", "0.000001",
+                cwd=team)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line == ("graph-harness: error: --guard-budget: got 9.99309e-07 GiB; allowed: a budget the case fits in "
+                    "and the device holds; guard budget 1,280 B exhausted at input.ids (made outside the op): 64 B "
+                    "needs 576 B, 1,280 B left"), line

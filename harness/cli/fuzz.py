@@ -35,6 +35,7 @@ def _fuzz(args: argparse.Namespace, console: Console) -> int:
     """Fuzz one scenario variant; exit 1 on a finding (its reproduction written), 0 when none was found."""
     if args.hang_after is not None:
         os.environ["GRAPH_HARNESS_HANG_AFTER"] = repr(args.hang_after)
+    from graph_harness.core.guard import GuardBudgetError
     from graph_harness.reports.fuzz import rate_text
     from graph_harness.suite.fuzz import fuzz_scenario, fuzz_variant, reproduction
 
@@ -60,6 +61,10 @@ def _fuzz(args: argparse.Namespace, console: Console) -> int:
         except KeyboardInterrupt:  # before the first replay: nothing was found
             console.print("interrupted before the first replay", markup=False, highlight=False)
             return EXIT_INTERRUPTED
+        except GuardBudgetError as err:
+            shown = f"{args.guard_budget / (1 << 30):g} GiB" if args.guard_budget else "the default"
+            raise bad_value("--guard-budget", "", shown, "a budget the case fits in and the device holds",
+                            str(err)) from err
     _print_run(console, run)
     if run.finding is not None:
         out = args.out
