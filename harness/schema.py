@@ -7,7 +7,8 @@ import dataclasses
 import difflib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
 
@@ -370,14 +371,8 @@ class ScenarioBase(Frozen):
     def prepared(self, scenario_id: str, variant: str, sizes: Sequence[int], *, seed: int | None = None,
                  budget: int | None = None) -> Prepared:
         """`prepare`, with the inputs of `fuzzed_inputs` in place of the maker's where the scenario names a file."""
-        from graph_harness.core.guard import GuardBudgetError, UsageError
-
-        try:
+        with self.usage_reported(scenario_id, variant, sizes):
             ready = self.prepare(scenario_id, variant, sizes, seed=seed, budget=budget)
-        except GuardBudgetError:  # the caller may split the sizes into several slabs (suite.plan.run_group)
-            raise
-        except UsageError as err:
-            raise BadInput(f"{self.where(scenario_id)}: {variant} T={', '.join(map(str, sizes))}: {err}") from None
         if self.fuzzed_inputs is None:
             return ready
         from graph_harness.core.fuzz import Recorded, load_inputs
@@ -402,12 +397,20 @@ class ScenarioBase(Frozen):
         """Run one variant's cases at these sizes (one slab, one seed: the scenario's unless given)."""
         from graph_harness.core.capture import default_backend
         from graph_harness.core.check import run_and_judge
-        from graph_harness.core.guard import GuardBudgetError, UsageError
 
         ready = self.prepared(scenario_id, variant, sizes, seed=seed, budget=budget)
-        try:
+        with self.usage_reported(scenario_id, variant, sizes):
             return run_and_judge(ready.cases, ready.workloads, ready.guards, default_backend(ready.device),
                                  replays=replays or 3, hang_after=self.hang_floor())
+
+    @contextmanager
+    def usage_reported(self, scenario_id: str, variant: str, sizes: Sequence[int]) -> Iterator[None]:
+        """A harness usage error inside (the op returned no tensor, say) as one line of bad input naming the case;
+        a slab too small passes through, for the caller to split the sizes into smaller slabs (suite.plan)."""
+        from graph_harness.core.guard import GuardBudgetError, UsageError
+
+        try:
+            yield
         except GuardBudgetError:
             raise
         except UsageError as err:

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.text import Text
 
 from graph_harness.core.results import CaseResult
-from graph_harness.errors import bad_value, display_path
+from graph_harness.errors import BadInput, bad_value, display_path
 from graph_harness.schema import Profile, profile_of
 from graph_harness.suite.plan import Plan, Selection, run_group
 
@@ -133,15 +133,19 @@ def run_with_progress(plan: Plan, chosen: Selection) -> Iterator[list[CaseResult
             try:
                 results = run_group(group, chosen)
             except GuardBudgetError as err:
-                shown = f"{chosen.guard_budget / (1 << 30):g} GiB" if chosen.guard_budget else "the default"
-                raise bad_value("--guard-budget", "", shown, "a budget the case fits in and the device holds",
-                                str(err)) from err
+                raise budget_error(chosen.guard_budget, err) from err
             yield results
             progress.advance(task, len(group.sizes))
             from graph_harness.core.capture import wedged  # loaded by the run
 
             if wedged():  # a kernel hung on the GPU and holds it: every later case would wait on it
                 raise DeviceWedged
+
+
+def budget_error(budget: int | None, err: Exception) -> BadInput:
+    """A slab that would not hold even one size, as bad input naming --guard-budget."""
+    shown = f"{budget / (1 << 30):g} GiB" if budget else "the default"
+    return bad_value("--guard-budget", "", shown, "a budget the case fits in and the device holds", str(err))
 
 
 def write_whole(path: Path, data: bytes | str, flag: str, allowed: str) -> None:

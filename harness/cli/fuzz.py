@@ -17,6 +17,7 @@ from graph_harness.cli.common import (
     Subparsers,
     add_scenario_dir,
     add_sizes,
+    budget_error,
     device_profile,
     gib,
     non_negative_int,
@@ -62,9 +63,7 @@ def _fuzz(args: argparse.Namespace, console: Console) -> int:
             console.print("interrupted before the first replay", markup=False, highlight=False)
             return EXIT_INTERRUPTED
         except GuardBudgetError as err:
-            shown = f"{args.guard_budget / (1 << 30):g} GiB" if args.guard_budget else "the default"
-            raise bad_value("--guard-budget", "", shown, "a budget the case fits in and the device holds",
-                            str(err)) from err
+            raise budget_error(args.guard_budget, err) from err
     _print_run(console, run)
     if run.finding is not None:
         out = args.out

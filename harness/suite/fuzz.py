@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from graph_harness.core.verdict import Verdict
-from graph_harness.errors import BadInput, bad_value, display_path
+from graph_harness.errors import bad_value, display_path
 from graph_harness.suite.files import DECLARE_KEY, DECLARE_VALUE, Scenario
 
 if TYPE_CHECKING:
@@ -40,17 +40,12 @@ def fuzz_scenario(scenario_id: str, scenario: Scenario, variant: str, sizes: Seq
     """Fuzz one variant of a scenario at these sizes, in one slab (see `graph_harness.core.fuzz`)."""
     from graph_harness.core.capture import default_backend
     from graph_harness.core.fuzz import fuzz_workloads
-    from graph_harness.core.guard import GuardBudgetError, UsageError
 
     ready = scenario.prepared(scenario_id, variant, sizes, seed=seed, budget=budget)
-    try:
+    with scenario.usage_reported(scenario_id, variant, sizes):
         return fuzz_workloads(ready.workloads, ready.guards, default_backend(ready.device), seed=ready.cases[0].seed,
                               name=scenario_id, variant=variant, replays=replays, seconds=seconds,
                               hang_after=scenario.hang_floor(), progress=progress)
-    except GuardBudgetError:
-        raise
-    except UsageError as err:  # the op broke the harness's contract (returned no tensor, say): one line
-        raise BadInput(f"{scenario.where(scenario_id)}: {variant} T={', '.join(map(str, sizes))}: {err}") from None
 
 
 @dataclass(frozen=True)
