@@ -2,6 +2,7 @@
 
     python benchmarks/bench_matrix.py [SCENARIO ...] [graph-harness run's options: --policy P --sizes T ...]
     python benchmarks/bench_matrix.py --pytest [pytest arguments: scenarios/qwen3.yaml -k tp8 ...]
+    python benchmarks/bench_matrix.py --sync ...  (either form, each phase's GPU work counted as its own)
 
 Runs `graph-harness run` in this process on the scenarios given (default: qwen3-30b-tp8 and
 deepseek-v3-tp8-decode with --policy pr2551, the profile of issue 18), its tables silenced, and prints each
@@ -33,6 +34,12 @@ def main(argv: list[str]) -> int:
     from graph_harness.core import phases
 
     args = argv or DEFAULT
+    if args[0] == "--sync":  # each phase waits for the GPU at its ends: its device work is its own
+        import torch
+
+        if torch.cuda.is_available():
+            phases.attribute_device_time(torch.cuda.synchronize)
+        args = args[1:] or DEFAULT
     under_pytest = args[0] == "--pytest"
     if under_pytest:
         args = args[1:]

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from graph_harness.kernels.activation import act_and_mul, act_and_mul_ref
@@ -207,21 +208,49 @@ def fused_moe(x: MoEInputs, *, block_m, splitk, policy=Policy.PR2551, quant=Quan
     return moe_buf
 
 
-def _expert(w, scale, e):
-    """Expert e's weights in fp64, block scales applied."""
-    if scale is None:
-        return w[e].double()
-    return dequant_weight_128x128(w[e], scale[e]).double()
-
-
 def _routed(x: MoEInputs):
-    """(expert, its flat (token, slot) indices ascending) for each expert that appears: only these
-    are dequantised. One sort and one host sync, not a `nonzero` per expert."""
+    """(the experts that appear, ascending; the flat (token, slot) indices routed to them, grouped by expert and
+    ascending within each; the count of each group, as a list): one sort and one host sync. Idle slots (ids
+    below 0) are left out."""
     ids = x.topk_ids.reshape(-1).long()
     order = torch.argsort(ids, stable=True)
     experts, counts = torch.unique_consecutive(ids[order], return_counts=True)
-    groups = zip(experts.tolist(), order.split(counts.tolist()), strict=True)
-    return [(e, sel) for e, sel in groups if e >= 0]
+    sizes = counts.tolist()
+    idle = int((experts < 0).sum())
+    return experts[idle:], order[sum(sizes[:idle]):], sizes[idle:]
+
+
+# fp64 weights that `_expert_products` dequantises at once: a chunk of experts, not one at a time (a Python loop
+# over 257 DeepSeek-V3 experts, ~10 ops each, left a case's reference host-bound at ~150 ms on the H200)
+_CHUNK_BYTES = {"cuda": 1 << 30, "cpu": 1 << 28}
+
+
+def _expert_products(lhs, lhs_rows, w, scale, routed):
+    """`y`: in fp64, for each routed flat index (in `routed`'s order) its row of `lhs` (`lhs_rows`, in that order)
+    times its expert's weights `(N, K)` transposed, their 128x128 block scales applied. Experts go in chunks whose
+    fp64 weights and rows fit `_CHUNK_BYTES`, those with the most rows first; a chunk's rows are padded to its
+    largest count and multiplied in one batched product."""
+    experts, flat, sizes = routed
+    n, k = w.shape[1:]
+    y = lhs.new_empty(len(flat), n, dtype=torch.float64)
+    room = _CHUNK_BYTES.get(w.device.type, _CHUNK_BYTES["cpu"]) // (8 * k)  # rows of K in fp64
+    first = np.cumsum(sizes) - sizes  # where each expert's group starts in `flat`
+    by_rows = sorted(range(len(sizes)), key=lambda i: -sizes[i])
+    while by_rows:
+        chunk = np.array(by_rows[: max(1, room // (n + sizes[by_rows[0]]))])  # its weights and padded rows
+        del by_rows[: len(chunk)]
+        counts = np.asarray(sizes)[chunk]
+        group = np.repeat(np.arange(len(chunk)), counts)
+        pos = np.arange(len(group)) - np.repeat(np.cumsum(counts) - counts, counts)  # the row's place in its group
+        at = first[chunk][group] + pos  # and in `flat`
+        index = torch.from_numpy(np.stack([group, pos, at])).to(w.device)
+        group_t, pos_t, at_t = index
+        chosen = experts[torch.from_numpy(chunk).to(w.device)]
+        weights = w[chosen].double() if scale is None else dequant_weight_128x128(w[chosen], scale[chosen]).double()
+        padded = lhs.new_zeros(len(chunk), int(counts.max()), k, dtype=torch.float64)
+        padded[group_t, pos_t] = lhs[lhs_rows[at_t]].double()
+        y[at_t] = torch.bmm(padded, weights.transpose(1, 2))[group_t, pos_t]
+    return y
 
 
 def _quant_roundtrip(x):
@@ -230,7 +259,7 @@ def _quant_roundtrip(x):
     return dequant_rows(*per_1x128_quant_ref(x.cpu())).to(x.device)
 
 
-def stage1_ref(x: MoEInputs, quant=Quant.NONE):
+def stage1_ref(x: MoEInputs, quant=Quant.NONE, routed=None):
     """fp64 gate|up rows `(T*topk, 2N)` for every routed (token, slot); rows of idle slots stay 0.
 
     Computed on the inputs' device, touching only the routed experts' weights.
@@ -239,21 +268,24 @@ def stage1_ref(x: MoEInputs, quant=Quant.NONE):
     a = x.hidden.double()
     if quant is Quant.PER_1X128:
         a = _quant_roundtrip(x.hidden).double()
+    routed = routed if routed is not None else _routed(x)
     rows = torch.zeros(tokens * topk, x.w1.shape[1], dtype=torch.float64, device=a.device)
-    for e, sel in _routed(x):
-        rows[sel] = a[sel // topk] @ _expert(x.w1, x.w1_scale, e).T
+    rows[routed[1]] = _expert_products(a, routed[1] // topk, x.w1, x.w1_scale, routed)
     return rows
 
 
 def fused_moe_ref(x: MoEInputs, quant=Quant.NONE, activation=Activation.SILU):
     """fp64 reference of `fused_moe` `(T, K)`, quantising the intermediate as the kernels do."""
     tokens, topk = x.topk_ids.shape
-    gate_up = stage1_ref(x, quant)
-    a2 = act_and_mul_ref(gate_up, activation).to(x.hidden.dtype)
+    routed = _routed(x)
+    flat = routed[1]
+    # only the routed slots' rows go on (each row is quantised on its own): under expert parallelism 7 slots in 8
+    # are another rank's, and the CPU's fp8 round trip of them all was most of a large-T reference
+    a2 = act_and_mul_ref(stage1_ref(x, quant, routed)[flat], activation).to(x.hidden.dtype)
     a2 = _quant_roundtrip(a2) if quant is Quant.PER_1X128 else a2.float()
-    weights = x.topk_weights.double().reshape(-1)
-    out = torch.zeros(tokens, x.w2.shape[1], dtype=torch.float64, device=a2.device)
-    for e, sel in _routed(x):
-        y = a2[sel].double() @ _expert(x.w2, x.w2_scale, e).T
-        out.index_add_(0, sel // topk, y * weights[sel, None])
-    return out
+    slots = torch.zeros(tokens * topk, x.w2.shape[1], dtype=torch.float64, device=a2.device)
+    y = _expert_products(a2, torch.arange(len(flat), device=a2.device), x.w2, x.w2_scale, routed)
+    slots[flat] = y * x.topk_weights.double().reshape(-1)[flat, None]
+    # each token's slots summed in one reduction: an `index_add_` of them all adds in whatever order the GPU's
+    # atomics land, and equal inputs must give the bitwise-equal reference (the references served again)
+    return slots.view(tokens, topk, -1).sum(1)

@@ -109,7 +109,7 @@ def test_op_scenarios_are_items_that_find_the_bug_to_the_byte(project: pytest.Py
     result = _run(project, "scenarios", "-v", "--harness-json", "r.json")
     result.assert_outcomes(passed=4)
     assert [line.split(" ")[0] for line in result.outlines if "::" in line and "PASSED" in line] == [
-        f"scenarios/ops.yaml::add-one[{v}-T{t}]" for v in ("buggy", "fixed") for t in (1, 2)]
+        f"scenarios/ops.yaml::add-one[{v}-T{t}]" for t in (1, 2) for v in ("buggy", "fixed")]
     records = json.loads((project.path / "r.json").read_text())
     buggy = [r for r in records if r["variant"] == "buggy"]
     assert [(r["verdict"], r["violations"][0]["bytes"], r["violations"][0]["op"]) for r in buggy] == [
@@ -334,7 +334,7 @@ def test_the_ini_option_names_the_scenario_folders(project: pytest.Pytester) -> 
     project.makeini("[pytest]\npythonpath = .\ngraph_harness_scenarios = cases\n")
     result = _run(project, "--collect-only", "-q")
     assert [line for line in result.outlines if "::" in line] == [
-        f"cases/ops.yaml::add-one[{v}-T{t}]" for v in ("buggy", "fixed") for t in (1, 2)]
+        f"cases/ops.yaml::add-one[{v}-T{t}]" for t in (1, 2) for v in ("buggy", "fixed")]
 
 
 def test_a_foreign_run_imports_nothing_heavy_and_pins_nothing(pytester: pytest.Pytester,

@@ -31,7 +31,7 @@ tiny-split:
   policies: {original: oob-write, pr2551: clean}
   seed: 5
 """
-IDS = [f"scenarios/tiny.yaml::tiny-split[{p}-T{t}]" for p in ("original", "pr2551") for t in (1, 2)]
+IDS = [f"scenarios/tiny.yaml::tiny-split[{p}-T{t}]" for t in (1, 2) for p in ("original", "pr2551")]
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -67,3 +69,51 @@ def test_a_case_s_input_sets_are_referenced_in_one_pass_with_each_set_s_own_figu
         assert torch.allclose(ref, alone, rtol=1e-12, atol=1e-12)
     assert not torch.allclose(together[0], together[1])
     assert bool((together[2][1] == 0).all())  # the idle token's output row
+
+
+
+# Six sizes, two policies: more sizes than a count-bounded cache of four sizes' references held.
+SIX_SIZES = """\
+graph-harness: scenarios
+six-sizes:
+  why: a tiny split-K layer at six capture sizes
+  model: {hidden: 512, inter: 128, experts: 8, topk: 2}
+  dtype: bf16
+  quant: per_1x128
+  block_m: 16
+  splitk: 2
+  cu_num: 256
+  capture_sizes: [1, 2, 3, 4, 5, 6]
+  cpu_sizes: [1, 2, 3, 4, 5, 6]
+  contract: {k_per_block: 128}
+  policies: {original: oob-write, pr2551: clean}
+  seed: 5
+"""
+
+
+def test_a_second_policy_finds_the_reference_of_every_size_the_first_ran(
+        tmp_path: Path, device: torch.device, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`graph-harness run` goes policy by policy, each policy's sizes in turn (pytest items size by size): the
+    second policy finds all six sizes' references, computed once a size with its two input sets stacked."""
+    (tmp_path / "six.yaml").write_text(SIX_SIZES)
+    scenario = load_scenarios([tmp_path / "six.yaml"])["six-sizes"]
+    assert isinstance(scenario, MoEScenario)
+    calls: list[int] = []
+    real = workload.fused_moe_ref
+
+    def counted(x, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(x.hidden.shape[0])
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(workload, "fused_moe_ref", counted)
+    monkeypatch.setattr(workload, "_REFERENCES", {})
+    sizes = (1, 2, 3, 4, 5, 6)
+    refs = {}
+    for policy in (Policy.ORIGINAL, Policy.PR2551):
+        for t in sizes:
+            (case,) = resolve_cases("six-sizes", scenario, policy, [t], profile_of(device))
+            made = MoEWorkload(case, MoEWeights.for_case(case, device), device)
+            refs[policy, t] = made.references([made.inputs(case.seed + 1), made.inputs(case.seed + 2)])
+    assert calls == [2 * t for t in sizes]  # none for the second policy
+    for t in sizes:
+        assert all(torch.equal(a, b) for a, b in zip(refs[Policy.ORIGINAL, t], refs[Policy.PR2551, t], strict=True))

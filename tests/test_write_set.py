@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 import graph_harness as gh
-from graph_harness.core.guard import MIB, UNHELD
+from graph_harness.core.guard import MIB, UNHELD, keeping_slabs
 from graph_harness.kernels.memset import raw_memset
 
 T = 2
@@ -254,3 +254,70 @@ def test_clean_ops_over_views_in_place_updates_and_a_cached_workspace_raise_noth
         _CACHE.clear()
     assert r.violations == ()
     assert r.verdict == gh.Verdict.CLEAN
+
+
+def _dirties_far(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    x = inputs["x"]
+    out = _scaled(x.flatten(), torch.empty_like(x).flatten()).reshape(x.shape)
+    spare = torch.empty(64, device=x.device)
+    raw_memset(spare, 64 * 4 + 8 * MIB)  # 6 MiB past its guard, into the free slab
+    return out
+
+
+_FAR = gh.expect.all_of(gh.expect.oob_write("spare", side="overflow", extent=2 * MIB),
+                        gh.expect.oob_write(UNHELD, bytes=6 * MIB))
+
+
+def _slab_pointer(device: torch.device) -> int | None:
+    from graph_harness.core.guard import _SPARES
+
+    spare = _SPARES.get(device) if device.type == "cuda" else None
+    return None if spare is None else spare.slab.data_ptr()
+
+
+def test_a_slab_kept_for_the_next_check_shows_it_nothing_the_last_one_wrote(device: torch.device) -> None:
+    """Where cases run one after another (`graph-harness run`, scenario items) a GPU slab is kept for the next case
+    of its size (allocating a 48 GiB one took 87 ms, a tenth of a scenario-matrix case): what the last case's write
+    past every guard changed is filled again first, so the next op, a clean one, is clean; and the next dirty one
+    is found with the same figures. Elsewhere (a check through the API) nothing is kept."""
+    def clean(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = inputs["x"]
+        return _scaled(x.flatten(), torch.empty_like(x).flatten()).reshape(x.shape)
+
+    _check(clean, gh.expect.clean(), device)
+    assert _slab_pointer(device) is None  # given back
+    with keeping_slabs():
+        _check(_dirties_far, _FAR, device)
+        first = _slab_pointer(device)
+        assert (first is not None) == (device.type == "cuda")
+        assert not _check(clean, gh.expect.clean(), device).violations
+        assert _slab_pointer(device) == first  # the same slab
+        again = _check(_dirties_far, _FAR, device)
+        assert sorted(v.bytes for v in again.violations) == [2 * MIB, 6 * MIB]
+        assert not _check(clean, gh.expect.clean(), device).violations
+    assert _slab_pointer(device) is None
+
+
+_KEPT: list[torch.Tensor] = []
+
+
+def test_a_tensor_an_op_keeps_from_its_check_is_not_overwritten_by_the_next(device: torch.device) -> None:
+    """A view of the slab alive after its case (the op cached a buffer) keeps the slab from the next case, which
+    would fill it again: the cached values stay the op's."""
+    def caches(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = inputs["x"]
+        if not _KEPT:
+            _KEPT.append(torch.full((4096,), 3.0, device=x.device))
+        return x * 2
+
+    _KEPT.clear()
+    try:
+        with keeping_slabs():
+            (r,) = gh.check(caches, _inputs(device), [T], reference=_twice, device=device, guard_budget=BUDGET)
+            assert r.persistent, r.notes  # the harness saw the cache
+            first = _slab_pointer(device)
+            _check(_dirties_far, _FAR, device)
+            assert torch.equal(_KEPT[0].cpu(), torch.full((4096,), 3.0))
+            assert first is None or _slab_pointer(device) != first
+    finally:
+        _KEPT.clear()

@@ -119,13 +119,13 @@ class DeviceWedged(Exception):
 def run_with_progress(plan: Plan, chosen: Selection) -> Iterator[list[CaseResult]]:
     """Run the plan's groups with a progress bar on a terminal's stderr; yields each group's results as it
     finishes, so that callers can save them before the next."""
-    from graph_harness.core.guard import GuardBudgetError  # here: the guards load torch and triton, 1 s on CPU
+    from graph_harness.core.guard import GuardBudgetError, keeping_slabs  # here: they load torch and triton, 1 s
 
     stderr = Console(stderr=True)
     # Off in a pipe (the nightly job's log): there a stopped live display leaves a blank line before any error.
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=stderr, transient=True, disable=not stderr.is_terminal)
-    with progress:
+    with progress, keeping_slabs():  # the slab of one group's cases serves the next group's
         task = progress.add_task("cases", total=plan.total)
         for group in plan.groups:
             progress.update(task, description=f"{group.scenario_id} {group.variant} "

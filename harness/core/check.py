@@ -16,7 +16,7 @@ import torch
 from graph_harness.core import phases
 from graph_harness.core.capture import Backend, SizeOutcome, Step, Workload, default_backend, run_protocol
 from graph_harness.core.expect import Expectation, describe, expectation
-from graph_harness.core.guard import Guards, UsageError, adoption_bytes
+from graph_harness.core.guard import Guards, UsageError, adoption_bytes, spare_bytes
 from graph_harness.core.lanes import lanes_checked
 from graph_harness.core.launches import Launch, observing
 from graph_harness.core.results import CaseResult, Param, environment
@@ -50,7 +50,10 @@ def default_budget(device: torch.device) -> int:
     def budget() -> int:
         torch.cuda.empty_cache()  # a cached 37 GiB block cannot serve a 41 GiB slab
         free, _ = torch.cuda.mem_get_info(device)
-        return min(_GPU_BUDGET_MAX, int(free * _GPU_BUDGET_SHARE / sharing))
+        free += spare_bytes(device)  # the last case's slab, kept for this one (see Guards.reserve)
+        share = int(free * _GPU_BUDGET_SHARE / sharing)
+        # whole GiB from 2 GiB up: a worker's next case then finds its last slab, of the same size, more often
+        return min(_GPU_BUDGET_MAX, share // GIB * GIB if share >= 2 * GIB else share)
 
     got = budget()
     if got < _GPU_BUDGET_MAX:

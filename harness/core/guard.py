@@ -295,16 +295,27 @@ _FREE_ITER = 64  # blocks a program of `_free_kernel` reads: 1 MiB, 12,288 progr
 
 def _blocks(ranges: Sequence[tuple[int, int, int]], device: torch.device) -> tuple[torch.Tensor, ...]:
     """(lo, hi, value) word offsets of every BLOCK-sized piece of the (lo, hi, value) ranges, on
-    `device`. Built with tensor ops: a DeepSeek-V3 EP slab at T=512 holds gigabytes of guards, and a
+    `device`. Built with array ops: a DeepSeek-V3 EP slab at T=512 holds gigabytes of guards, and a
     Python loop over its blocks took seconds per layout."""
-    table = torch.tensor(ranges, dtype=torch.int64).reshape(-1, 3)
-    start, end, value = table.unbind(1)
-    counts = (end - start).clamp(min=0).add(_BLOCK_WORDS - 1).div(_BLOCK_WORDS, rounding_mode="floor")
-    which = torch.repeat_interleave(torch.arange(len(table)), counts)
-    first = torch.cumsum(counts, 0) - counts  # index of each range's first block
-    lo = start[which] + (torch.arange(len(which)) - first[which]) * _BLOCK_WORDS
-    hi = torch.minimum(lo + _BLOCK_WORDS, end[which])
-    return lo.to(device), hi.to(device), value[which].to(device=device, dtype=torch.int32)
+    table = np.asarray(ranges, dtype=np.int64).reshape(-1, 3)
+    start, end, value = table.T
+    counts = (np.maximum(end - start, 0) + _BLOCK_WORDS - 1) // _BLOCK_WORDS
+    which = np.repeat(np.arange(len(table)), counts)
+    first = np.cumsum(counts) - counts  # index of each range's first block
+    lo = start[which] + (np.arange(len(which)) - first[which]) * _BLOCK_WORDS
+    packed = _to_device(torch.from_numpy(np.stack([lo, np.minimum(lo + _BLOCK_WORDS, end[which]), value[which]])),
+                        device)
+    return packed[0], packed[1], packed[2].to(torch.int32)
+
+
+def _to_device(table: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host table on `device` without waiting for the device: copied from pinned memory behind the work queued
+    before it. (A copy from pageable memory waits for all of that work to finish: three such waits a layout
+    change took 15 s of the H200's scenario matrix.) Under capture the plain copy's error stands: a table
+    copied inside a graph would be copied again at every replay, from host memory reused since."""
+    if device.type != "cuda" or torch.cuda.is_current_stream_capturing():
+        return table.to(device)
+    return table.pin_memory().to(device, non_blocking=True)
 
 
 @dataclass
@@ -350,7 +361,7 @@ class _Layout:
 
     def table(self, name: str, values: Callable[[], Sequence[int]], dtype: torch.dtype = torch.int64) -> torch.Tensor:
         """A device copy of a host list, built and copied once per layout."""
-        return self.cached(name, lambda: torch.tensor(list(values()), dtype=dtype, device=self.device))  # type: ignore[no-any-return]
+        return self.cached(name, lambda: _to_device(torch.tensor(list(values()), dtype=dtype), self.device))  # type: ignore[no-any-return]
 
     def blocks(self, name: str, ranges: Callable[[], Sequence[tuple[int, int, int]]]) -> tuple[torch.Tensor, ...]:
         """`_blocks` of the ranges, built once per layout."""
@@ -423,6 +434,67 @@ def call_site() -> tuple[str, str] | None:
     return (match.group(1) if match else function), f"{shown}:{line} in {function}"
 
 
+@dataclass
+class _Spare:
+    """A GPU slab kept for the next `Guards` of its device and size when its user is gone: a 48 GiB slab took
+    87 ms to allocate, a tenth of a scenario-matrix case on the H200, and its fill as long again on the device.
+    `clean_from`: from this byte on the slab holds the free word, as `check_free` last found it (None: not known,
+    the next user fills all of it)."""
+
+    pool: torch.cuda.MemPool
+    slab: torch.Tensor
+    user: weakref.ref[Guards]
+    clean_from: int | None = None
+
+    def free_for(self, nbytes: int) -> bool:
+        """Whether the next slab of `nbytes` can be this one: same size, its user gone, no view of it alive (an
+        output the user kept points into it)."""
+        if self.user() is not None or self.slab.numel() != nbytes:
+            return False
+        # A buffer handed out holds the slab tensor (its storage is its own: see `Guards.owned`), a plain view the
+        # slab's storage: beyond this record's own reference and the call's, and the storage object made to ask,
+        # any is alive.
+        if sys.getrefcount(self.slab) > 2:
+            return False
+        count = getattr(torch._C, "_storage_Use_Count", None)
+        return count is not None and count(self.slab.untyped_storage()._cdata) <= 2
+
+
+_SPARES: dict[torch.device, _Spare] = {}
+_keeping = False  # whether a slab is kept for the next `Guards` (see `keep_slabs`)
+
+
+def keep_slabs(on: bool) -> None:
+    """Keep each GPU slab for the next `Guards` of its device and size (on), or give the one kept back to the
+    device now and keep none (off, the default). On where cases run one after another (`graph-harness run`, the
+    scenario items under pytest); off elsewhere, or the op's own code and a user's next test would find the device
+    short by up to 48 GiB."""
+    global _keeping
+    _keeping = on
+    if not on and _SPARES:
+        _SPARES.clear()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+@contextmanager
+def keeping_slabs() -> Iterator[None]:
+    """`keep_slabs` on for the block, off after it."""
+    keep_slabs(True)
+    try:
+        yield
+    finally:
+        keep_slabs(False)
+
+
+def spare_bytes(device: torch.device) -> int:
+    """Device memory held by a slab no `Guards` uses, kept for the next one (`default_budget` counts it free)."""
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    spare = _SPARES.get(device)
+    return spare.slab.numel() if spare is not None and spare.user() is None else 0
+
+
 class Guards:
     """A red-zoned slab on one device, and the findings of every check made on it."""
 
@@ -449,6 +521,8 @@ class Guards:
         self._used = 0
         self._slab: torch.Tensor | None = None
         self._pool: torch.cuda.MemPool | None = None  # the slab's own, on CUDA (see reserve)
+        self._spare: _Spare | None = None  # the record the slab is kept by between users, on CUDA
+        self._high = 0  # the end of the farthest arena carved: what the next user of the slab fills again
         self._flag: torch.Tensor | None = None
         self._layout: _Layout | None = None
         self._patterns: dict[int, torch.Tensor] = {}
@@ -483,6 +557,8 @@ class Guards:
         pass instantiation; whether it did would hang on what the process ran before.
         """
         if self._slab is None:
+            if self.device.type == "cuda" and self._borrow():
+                return
             if self.device.type == "cuda":
                 self._pool = torch.cuda.MemPool()
             try:
@@ -494,11 +570,36 @@ class Guards:
                     self._slab = self._allocate_slab(self.budget)
             except torch.OutOfMemoryError as err:
                 raise GuardBudgetError(f"a guard slab of {self.budget:,} B does not fit in device memory") from err
-            self.budget += self.constants  # `constants` stays what is left of that room, for `adopt` alone
-            self._flag = torch.zeros(1, dtype=torch.int32, device=self.device)
-            if not _lanes_checked(self.device):
-                self._fill_free([(0, self._slab.numel())])
-                self._free_filled = True
+            self._ready((0, self._slab.numel()))
+            if self._pool is not None and _keeping:
+                self._spare = _SPARES[self.device] = _Spare(self._pool, self._slab, weakref.ref(self))
+
+    def _borrow(self) -> bool:
+        """Take the device's spare slab if it has the size wanted, filling again only what its last user may have
+        changed; else let it go (its memory back to the device) and say no."""
+        spare = _SPARES.get(self.device)
+        if spare is None:
+            return False
+        if not spare.free_for(self.budget + self.constants):
+            if spare.user() is None:
+                del _SPARES[self.device]
+                del spare
+                torch.cuda.empty_cache()
+            return False
+        spare.user = weakref.ref(self)
+        self._spare, self._pool, self._slab = spare, spare.pool, spare.slab
+        self._ready((0, spare.clean_from if spare.clean_from is not None else spare.slab.numel()))
+        spare.clean_from = None
+        return True
+
+    def _ready(self, dirty: tuple[int, int]) -> None:
+        """The slab just taken: its room counted, the flag made, and on a GPU its `dirty` byte range filled."""
+        assert self._slab is not None
+        self.budget += self.constants  # `constants` stays what is left of that room, for `adopt` alone
+        self._flag = torch.zeros(1, dtype=torch.int32, device=self.device)
+        if not _lanes_checked(self.device):
+            self._fill_free([(dirty[0], _round_up(dirty[1], 4))])
+            self._free_filled = True
 
     def _allocate_slab(self, nbytes: int) -> torch.Tensor:
         own_segment = torch.cuda.use_mem_pool(self._pool, self.device) if self._pool is not None else nullcontext()
@@ -560,6 +661,8 @@ class Guards:
         self.empties += poison is not None
         buf = Buffer(name, site, start, nbytes, guard, right, row_bytes, self._tag, poison)
         self._used = start + nbytes + right
+        self._high = max(self._high, self._used)
+        self._touched()
         self.buffers.append(buf)
         self._sizes[self._tag, name] = max(nbytes, self._sizes.get((self._tag, name), 0))
         self._layout = None
@@ -761,7 +864,13 @@ class Guards:
         """Write `fill` into every guard and poison every `empty` buffer: before each run, outside capture."""
         with phases.timed("guards"):
             self.fill = fill
+            self._touched()
             self._arm_with(self.layout, self._words[fill])
+
+    def _touched(self) -> None:
+        """A run or a carve may change the slab anywhere: what `check_free` found clean is no longer known."""
+        if self._spare is not None:
+            self._spare.clean_from = None
 
     def dirty(self) -> bool:
         """Whether any guard byte differs from the armed fill: one pass over the guards, one host sync."""
@@ -1121,7 +1230,7 @@ class Guards:
     def _changed_on_device(self, snap: torch.Tensor, sources: list[Buffer], skip: Sequence[tuple[int, int]],
                            base: int) -> np.ndarray:
         words = [(-(-(a - base) // 4), (b - base) // 4) for a, b in skip if b - a >= 4]
-        table = torch.tensor(words or [(0, 0)], dtype=torch.int64).to(self.device)
+        table = _to_device(torch.tensor(words or [(0, 0)], dtype=torch.int64), self.device)
         skip_lo, skip_hi = table[:, 0].contiguous(), table[:, 1].contiguous()
         # (reference words, block table) of the snapshot and of each constant
         refs: list[tuple[torch.Tensor, tuple[torch.Tensor, ...], Buffer | None]] = []
@@ -1187,6 +1296,8 @@ class Guards:
         chunks = [(a, min(a + _FREE_CHUNK, hi)) for lo, hi in free for a in range(lo, hi, _FREE_CHUNK)]
         fill = _signed(_FREE_WORD, 32)
         dirty = self._chunks_changed(words, chunks, fill)
+        if self._spare is not None:  # the next user of the slab fills again only what lies before the clean part
+            self._spare.clean_from = None if any(dirty) else self._high
         found = []
         pattern = self._pattern(_FREE_WORD)
         for (a, b), hit in zip(chunks, dirty, strict=True):

@@ -10,13 +10,16 @@ prints. A phase entered inside another is its own, not its parent's (a guard che
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 # In the order a case goes through them.
 PHASES = ("weights", "inputs", "reference", "warm-up", "eager", "capture", "audit", "replay", "guards", "results")
 
 _seconds: dict[str, float] = {}
+# Set by `attribute_device_time`: each phase waits for the device at its start and its end, so that the device
+# work it queued is its own time, not that of the next phase to wait (the runs overlap no more: a slower total).
+_sync: list[Callable[[], None]] = []
 _entered: dict[str, int] = {}
 _stack: list[list[float]] = []  # per open phase: [its start, the time its inner phases took]
 _first: list[float] = []  # when a phase was first entered: the end of a process's startup
@@ -24,6 +27,8 @@ _first: list[float] = []  # when a phase was first entered: the end of a process
 
 @contextmanager
 def timed(name: str) -> Iterator[None]:
+    for wait in _sync:
+        wait()
     start = time.perf_counter()
     if not _first:
         _first.append(start)
@@ -32,6 +37,8 @@ def timed(name: str) -> Iterator[None]:
     try:
         yield
     finally:
+        for wait in _sync:
+            wait()
         _stack.pop()
         took = time.perf_counter() - start
         _seconds[name] = _seconds.get(name, 0.0) + took - frame[1]
@@ -54,3 +61,8 @@ def reset() -> None:
     _seconds.clear()
     _entered.clear()
     _first.clear()
+
+
+def attribute_device_time(wait: Callable[[], None]) -> None:
+    """From now on every phase calls `wait` (the device's synchronize) when it starts and when it ends."""
+    _sync[:] = [wait]

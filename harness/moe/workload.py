@@ -82,10 +82,13 @@ def _weights(hidden: int, inter: int, experts: int, dtype: DType, quant: Quant, 
 
 
 # References kept for the layer last run, (inputs, reference) by equal inputs: a pytest worker runs a scenario's
-# cases size by size, each size's policies one after another on the same two input sets, and an fp64 DeepSeek-V3
-# reference took 47 ms of the 0.62 s a case took on an H200 (issue 18's profile: 12 references, 0.56 s).
+# cases size by size, each size's policies one after another on the same two input sets (`graph-harness run`, a
+# policy's sizes one after another, then the next policy's), and an fp64 DeepSeek-V3 reference took 47 ms of the
+# 0.62 s a case took on an H200 (issue 18's profile: 12 references, 0.56 s).
 _REFERENCES: dict[tuple[object, ...], list[tuple[dict[str, torch.Tensor], torch.Tensor]]] = {}
-_KEPT = 8  # four sizes' input sets
+# The oldest go past this many bytes of kept inputs and references: every size of a 51-size DeepSeek-V3 scenario
+# (1.5 GB), so that its next policy finds them all. The slab is 60% of free memory at most: the rest holds them.
+_KEPT_TOTAL = 2 << 30
 _KEPT_BYTES = 64 << 20  # a reference larger than this is recomputed: the guard slab needs the memory more
 
 
@@ -147,8 +150,14 @@ class MoEWorkload:
                 found[i] = ref
                 if ref.numel() * ref.element_size() <= _KEPT_BYTES:
                     kept.append(({k: v.clone() for k, v in sets[i].items()}, ref))
-            del kept[:-_KEPT]
+            sizes = [_nbytes(ref, *seen.values()) for seen, ref in kept]
+            while sum(sizes) > _KEPT_TOTAL:
+                del kept[0], sizes[0]
         return [cast(torch.Tensor, ref) for ref in found]
+
+
+def _nbytes(*tensors: torch.Tensor) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def _equal(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
