@@ -52,7 +52,7 @@ def per_1x128_quant_ref(x):
     groups = -(-cols // QUANT_GROUP)
     padded = torch.nn.functional.pad(x.float(), (0, groups * QUANT_GROUP - cols)).view(rows, groups, QUANT_GROUP)
     scale = padded.abs().amax(-1).clamp_min(_MIN_AMAX) / FP8_MAX
-    q = (padded / scale[..., None]).clamp(-FP8_MAX, FP8_MAX).to(FP8).view(rows, -1)[:, :cols]
+    q = (padded / scale[..., None]).clamp(-FP8_MAX, FP8_MAX).to(FP8).view(rows, groups * QUANT_GROUP)[:, :cols]
     return q, scale
 
 

@@ -3,6 +3,8 @@ poisoned outputs; sorting compared exactly."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -183,6 +185,20 @@ def test_fused_moe_gelu_and_idle_tokens(device, seed, activation):
     ref = fused_moe_ref(x, Quant.PER_1X128, activation)
     assert_close(out, ref, TOLERANCE[("bf16", Quant.PER_1X128)])
     assert bool((out[-1] == 0).all()), "an idle token (ids -1) gets no expert"
+
+
+@pytest.mark.parametrize("quant", [Quant.NONE, Quant.PER_1X128])
+def test_the_reference_of_each_token_is_its_own_and_of_all_idle_slots_zero(device, seed, quant):
+    """The fp64 reference multiplies its experts in chunks, rows of several tokens padded together: a token's
+    row is what it is computed alone, and a layer with every slot idle (nothing routed at all) is all zeros."""
+    x = make_inputs(5, 256, 128, 8, 2, "bf16", quant, seed, device, aliased=False, idle_tokens=1)
+    ref = fused_moe_ref(x, quant)
+    for t in range(4):
+        alone = replace(x, hidden=x.hidden[t:t + 1], topk_ids=x.topk_ids[t:t + 1], topk_weights=x.topk_weights[t:t + 1])
+        assert_close(ref[t:t + 1], fused_moe_ref(alone, quant), 1e-12)
+    assert bool((ref[-1] == 0).all())  # the idle token
+    idle = replace(x, topk_ids=torch.full_like(x.topk_ids, -1))
+    assert torch.equal(fused_moe_ref(idle, quant), torch.zeros_like(ref))
 
 
 # A pattern every fault changes: memset to 0, a store, an fp32 atomic add of 1e-30 all alter it.
