@@ -553,8 +553,7 @@ def _case_order(result: CaseResult) -> tuple[str, str, int]:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """A scenario item's slab is kept for the next one; any other test finds the device as it would without the
     harness. (Its modules are loaded only where a scenario item ran.)"""
-    guard = sys.modules.get("graph_harness.core.guard")
-    if guard is not None or isinstance(item, CaseItem):
+    if "graph_harness.core.guard" in sys.modules or isinstance(item, CaseItem):
         from graph_harness.core.guard import keep_slabs
 
         keep_slabs(isinstance(item, CaseItem))

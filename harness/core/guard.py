@@ -489,10 +489,15 @@ def keeping_slabs() -> Iterator[None]:
 
 def spare_bytes(device: torch.device) -> int:
     """Device memory held by a slab no `Guards` uses, kept for the next one (`default_budget` counts it free)."""
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    spare = _SPARES.get(device)
+    spare = _SPARES.get(_indexed(device))
     return spare.slab.numel() if spare is not None and spare.user() is None else 0
+
+
+def _indexed(device: torch.device) -> torch.device:
+    """`cuda` as the device it means now (`cuda:0`, say): the key a slab is kept by."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 class Guards:
@@ -500,9 +505,7 @@ class Guards:
 
     def __init__(self, device: torch.device | str, budget: int, *, cover: int | Mapping[int, tuple[int, int]] = 0,
                  min_guard: int = _MIN_GUARD, ratio: int = _RATIO, constants: int = 0) -> None:
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and self.device.index is None:
-            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.device = _indexed(torch.device(device))
         self.budget = _round_up(budget, _ALIGN)
         # Room for copies of the tensors made outside the op (`adopt`), on top of the budget: a layer's weights
         # must not take the guards of the op's own buffers. Dropped when the device cannot hold it.

@@ -19,7 +19,7 @@ PHASES = ("weights", "inputs", "reference", "warm-up", "eager", "capture", "audi
 _seconds: dict[str, float] = {}
 # Set by `attribute_device_time`: each phase waits for the device at its start and its end, so that the device
 # work it queued is its own time, not that of the next phase to wait (the runs overlap no more: a slower total).
-_sync: list[Callable[[], None]] = []
+_sync: Callable[[], None] | None = None
 _entered: dict[str, int] = {}
 _stack: list[list[float]] = []  # per open phase: [its start, the time its inner phases took]
 _first: list[float] = []  # when a phase was first entered: the end of a process's startup
@@ -27,8 +27,8 @@ _first: list[float] = []  # when a phase was first entered: the end of a process
 
 @contextmanager
 def timed(name: str) -> Iterator[None]:
-    for wait in _sync:
-        wait()
+    if _sync is not None:
+        _sync()
     start = time.perf_counter()
     if not _first:
         _first.append(start)
@@ -37,8 +37,8 @@ def timed(name: str) -> Iterator[None]:
     try:
         yield
     finally:
-        for wait in _sync:
-            wait()
+        if _sync is not None:
+            _sync()
         _stack.pop()
         took = time.perf_counter() - start
         _seconds[name] = _seconds.get(name, 0.0) + took - frame[1]
@@ -65,4 +65,5 @@ def reset() -> None:
 
 def attribute_device_time(wait: Callable[[], None]) -> None:
     """From now on every phase calls `wait` (the device's synchronize) when it starts and when it ends."""
-    _sync[:] = [wait]
+    global _sync
+    _sync = wait

@@ -81,10 +81,9 @@ def _weights(hidden: int, inter: int, experts: int, dtype: DType, quant: Quant, 
         hidden, inter, experts, dtype, quant, seed, device, aliased=aliased))
 
 
-# References kept for the layer last run, (inputs, reference) by equal inputs: a pytest worker runs a scenario's
-# cases size by size, each size's policies one after another on the same two input sets (`graph-harness run`, a
-# policy's sizes one after another, then the next policy's), and an fp64 DeepSeek-V3 reference took 47 ms of the
-# 0.62 s a case took on an H200 (issue 18's profile: 12 references, 0.56 s).
+# References kept for the layer last run, (inputs, reference) by equal inputs: every policy of a scenario runs
+# on the same input sets of each size (pytest items go size by size, `graph-harness run` policy by policy), and an
+# fp64 DeepSeek-V3 reference took 47 ms of the 0.62 s a case took on an H200 (issue 18's profile).
 _REFERENCES: dict[tuple[object, ...], list[tuple[dict[str, torch.Tensor], torch.Tensor]]] = {}
 # The oldest go past this many bytes of kept inputs and references: every size of a 51-size DeepSeek-V3 scenario
 # (1.5 GB), so that its next policy finds them all. The slab is 60% of free memory at most: the rest holds them.
