@@ -4,12 +4,16 @@
 
 The graph is captured exactly as the harness does (static inputs and every buffer in the guard slab);
 the plain replay beside it is the same op captured without guards, so the two replays also show
-whether the slab moves the kernels' timing. CUDA only.
+whether the slab moves the kernels' timing. Each layout once: guards of their own (`run`, the matrix) and one
+guard shared by neighbours (`fuzz`). The check three ways: `dirty()` as the protocol calls it (a launch and a
+host read, wall), the captured check fuzz replays after every replay (device time), and a replay with that check
+from an idle GPU to the host's read of the flag (wall). CUDA only.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -18,7 +22,7 @@ from statistics import median
 import torch
 
 from graph_harness.core.capture import CudaGraphBackend
-from graph_harness.core.guard import GuardMode
+from graph_harness.core.guard import GuardMode, sharing_guards
 from graph_harness.kernels.contracts import Policy
 from graph_harness.moe.run import guards_for, resolve_cases
 from graph_harness.moe.scenario import MoEScenario
@@ -51,21 +55,12 @@ def _wall(fn, iters: int) -> float:  # type: ignore[no-untyped-def]
     return median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", default="deepseek-v3-tp8-decode")
-    parser.add_argument("--policy", default="pr2551", choices=[p.value for p in Policy])
-    parser.add_argument("--tokens", type=int, default=1)
-    parser.add_argument("--iters", type=int, default=200)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-
-    scenario = load_scenarios(scenario_files(builtin_scenario_dir()))[args.scenario]
-    assert isinstance(scenario, MoEScenario), f"{args.scenario} is not an MoE scenario"
-    (case,) = resolve_cases(args.scenario, scenario, Policy(args.policy), [args.tokens], "gpu")
+def _measure(scenario: MoEScenario, name: str, policy: Policy, tokens: int, iters: int, shared: bool) -> dict:
+    (case,) = resolve_cases(name, scenario, policy, [tokens], "gpu")
     device = torch.device("cuda", torch.cuda.current_device())
     weights = MoEWeights.for_case(case, device)
-    guards = guards_for([case], device, weights=[weights])
+    with sharing_guards() if shared else contextlib.nullcontext():
+        guards = guards_for([case], device, weights=[weights])
     guards.reserve()
     workload = MoEWorkload(case, weights.adopted(guards), device)  # the weights in the slab, as run_cases has them
     inputs = workload.inputs(case.seed + 1)
@@ -86,29 +81,70 @@ def main() -> None:
         plain_workload.run(plain_static, lambda name: None)
 
     guards.arm("nan")
-    replay = _time(lambda: backend.replay(graph), args.iters)
-    plain_replay = _time(plain.replay, args.iters)
-    replay_wall = _wall(lambda: backend.replay(graph), args.iters)
-    check = _wall(guards.dirty, args.iters)
-    arm = _wall(lambda: guards.arm("nan"), args.iters)
+    # The check as fuzz makes it after every replay: the count into a device word and its copy to pinned memory,
+    # one captured graph, read once its event has passed.
+    flag = torch.zeros(1, dtype=torch.int32, device=device)
+    host = torch.zeros(1, dtype=torch.int32, pin_memory=True)
+    guards.count_changed(flag)
+    torch.cuda.synchronize()
+    check_graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(check_graph, pool=torch.cuda.graph_pool_handle()):
+        guards.count_changed(flag)
+        host.copy_(flag, non_blocking=True)
+    done = torch.cuda.Event()  # type: ignore[no-untyped-call]
+
+    def checked_replay() -> None:
+        backend.replay(graph)
+        check_graph.replay()
+        done.record()
+        done.synchronize()
+
+    replay = _time(lambda: backend.replay(graph), iters)
+    plain_replay = _time(plain.replay, iters)
+    replay_wall = _wall(lambda: backend.replay(graph), iters)
+    check = _wall(guards.dirty, iters)
+    captured = _time(check_graph.replay, iters)
+    checked_wall = _wall(checked_replay, iters)
+    arm = _wall(lambda: guards.arm("nan"), iters)
     assert not guards.dirty(), "a clean policy left a guard changed"
+    assert (int(host[0]), int(flag[0])) == (0, 0), "the captured check counted a changed guard byte"
     out = backend.replay(graph).double()
     ref = workload.reference(static)
     err = float((out - ref).norm() / ref.norm())
     assert err < workload.tolerance, f"guarded replay is wrong: rel L2 {err:.2e}"
-    guarded_bytes = sum(b.left + b.right for b in guards.buffers)
-    row = {
-        "device": torch.cuda.get_device_name(), "scenario": args.scenario, "policy": args.policy,
-        "tokens": args.tokens, "buffers": len(guards.buffers), "guard_bytes": guarded_bytes,
+    layout = guards.layout
+    read = 4 * sum(hi - lo for lo, hi in layout.guards) + len(layout.tail_at)
+    return {
+        "device": torch.cuda.get_device_name(), "scenario": name, "policy": policy.value, "tokens": tokens,
+        "guards": "shared" if shared else "own", "buffers": len(guards.buffers), "guard_bytes_read": read,
         "replay_us": round(replay, 2), "plain_replay_us": round(plain_replay, 2),
-        "replay_wall_us": round(replay_wall, 2),
-        "check_us": round(check, 2), "arm_us": round(arm, 2),
-        "check_share_of_replay": round(check / replay_wall, 3), "arm_share_of_replay": round(arm / replay_wall, 3),
-        "rel_l2": err,
+        "replay_wall_us": round(replay_wall, 2), "check_us": round(check, 2),
+        "captured_check_us": round(captured, 2), "replay_and_captured_check_wall_us": round(checked_wall, 2),
+        "arm_us": round(arm, 2),
+        "check_share_of_replay": round(check / replay_wall, 3),
+        "captured_check_share_of_replay": round(captured / replay, 3),
+        "arm_share_of_replay": round(arm / replay_wall, 3), "rel_l2": err,
     }
-    print(json.dumps(row, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", default="deepseek-v3-tp8-decode")
+    parser.add_argument("--policy", default="pr2551", choices=[p.value for p in Policy])
+    parser.add_argument("--tokens", type=int, default=1)
+    parser.add_argument("--iters", type=int, default=200)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    scenario = load_scenarios(scenario_files(builtin_scenario_dir()))[args.scenario]
+    assert isinstance(scenario, MoEScenario), f"{args.scenario} is not an MoE scenario"
+    rows = []
+    for shared in (False, True):
+        rows.append(_measure(scenario, args.scenario, Policy(args.policy), args.tokens, args.iters, shared))
+        torch.cuda.empty_cache()
+    print(json.dumps(rows, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(row, indent=2) + "\n")
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
 import torch
 
-from graph_harness.core.guard import _BLOCK_WORDS, MIB, WORDS, GuardBudgetError, GuardMode, Guards, _blocks
+from graph_harness.core.guard import (
+    _BLOCK_WORDS,
+    MIB,
+    WORDS,
+    GuardBudgetError,
+    GuardMode,
+    Guards,
+    _blocks,
+    sharing_guards,
+)
 from graph_harness.kernels.memset import raw_memset
 
 FLOATS = [torch.float32, torch.bfloat16, torch.float16]
@@ -183,3 +193,120 @@ def test_a_buffer_carved_again_with_another_guard_keeps_what_earlier_runs_saw_an
     edge = (0, 11) if side == "overflow" else (-12, -1)
     assert (v.first_offset, v.last_offset, v.bytes, v.op, v.phases) == (
         *edge, 12, "kernel_a", ("eager T=1 #1", "replay T=1 #1"))
+
+
+# One guard between neighbours (sharing_guards: fuzz) ---------------------------------------------------------
+
+def _three(device: torch.device, fill: str = "nan", *, shared: bool = True) -> Guards:
+    """a, b and c of random sizes (b an `empty`, c a small one), carved one after another."""
+    n = [int(torch.randint(1, 40_000, ())), int(torch.randint(1, 40_000, ())), int(torch.randint(1, 64, ()))]
+    with sharing_guards() if shared else contextlib.nullcontext():
+        guards = Guards(device, 64 * MIB)
+    guards.arm(fill)  # type: ignore[arg-type]
+    with GuardMode(guards):
+        a = torch.zeros(n[0], dtype=torch.uint8, device=device)
+        b = torch.empty(n[1], dtype=torch.uint8, device=device)
+        c = torch.zeros(n[2], dtype=torch.uint8, device=device)
+    del a, b, c
+    return guards
+
+
+def _spoil(guards: Guards, lo: int, hi: int) -> None:
+    """Change every byte of slab [lo, hi): each one differs from what it held, whatever the fill."""
+    guards.slab[lo:hi] = ~guards.slab[lo:hi]
+
+
+def test_shared_guards_lie_between_neighbours_once_and_each_buffer_keeps_its_own_size(device):
+    guards = _three(device)
+    a, b, c = guards.buffers
+    for first, then in ((a, b), (b, c)):
+        assert first.start + first.nbytes + first.right == then.start  # the first one's guard reaches the next one
+        assert then.start - then.left == -(-(first.start + first.nbytes) // 256) * 256  # ... and is the next one's
+        assert then.left >= 2 * MIB
+        assert first.right >= 2 * MIB
+
+    def words(lo: int, hi: int) -> int:
+        return hi // 4 - -(-lo // 4)
+    read = sum(hi - lo for lo, hi in guards.layout.guards)
+    assert read == (words(a.start - a.left, a.start) + words(a.start + a.nbytes, b.start)
+                    + words(b.start + b.nbytes, c.start) + words(c.start + c.nbytes, c.start + c.nbytes + c.right))
+    own = _three(device, shared=False)  # guards of their own: six of them, twice the bytes between buffers
+    assert sum(hi - lo for lo, hi in own.layout.guards) == sum(
+        words(x.start - x.left, x.start) + words(x.start + x.nbytes, x.start + x.nbytes + x.right) for x in own.buffers)
+    assert sum(hi - lo for lo, hi in own.layout.guards) > 1.4 * read
+    assert not guards.dirty()
+    assert not own.dirty()
+
+
+@pytest.mark.parametrize("fill", ["nan", "dense"])
+def test_a_shared_guard_names_the_buffer_each_overrun_reaches_in_from(device, fill):
+    guards = _three(device, fill)
+    a, b, _c = guards.buffers
+    end, gap = a.start + a.nbytes, a.right
+    over, under = int(torch.randint(1, gap // 3, ())), int(torch.randint(1, gap // 3, ()))
+    _spoil(guards, end, end + over)  # a's overflow, from its end
+    guards.check("run #1")
+    (v,) = guards.violations()
+    assert (v.buffer, v.side, v.first_offset, v.last_offset, v.bytes, v.at_least) == ("a", "overflow", 0, over - 1,
+                                                                                       over, False)
+    _spoil(guards, b.start - under, b.start)  # b's underflow, up to its start: b's, not a's
+    guards.check("run #2")
+    found = {(v.buffer, v.side): v for v in guards.violations()}
+    assert set(found) == {("a", "overflow"), ("b", "underflow")}
+    v = found["b", "underflow"]
+    assert (v.first_offset, v.last_offset, v.bytes, v.at_least, v.hits) == (-under, -1, under, False, ())
+    assert found["a", "overflow"].bytes == over
+    guards.forget()
+    guards.arm(fill)  # type: ignore[arg-type]
+    middle = end + gap - gap // 5  # nearer b's start than a's end: b's
+    _spoil(guards, middle, middle + 64)
+    guards.check("run #3")
+    (v,) = guards.violations()
+    assert (v.buffer, v.side, v.first_offset, v.bytes) == ("b", "underflow", middle - b.start, 64)
+
+
+def test_an_overrun_through_the_whole_shared_guard_is_at_least_and_reaches_the_neighbour(device):
+    guards = _three(device)
+    a, b, _c = guards.buffers
+    end = a.start + a.nbytes
+    raw_memset(guards.view(a, torch.uint8), a.nbytes + a.right + 100)  # 100 B into b: no guard sees those
+    guards.check("run #1")
+    (v,) = guards.violations()
+    assert (v.buffer, v.side, v.first_offset, v.last_offset, v.bytes, v.at_least, v.hits) == (
+        "a", "overflow", 0, b.start - end - 1, b.start - end, True, ("b",))
+
+
+def test_a_buffer_carved_next_to_one_an_op_overran_leaves_the_overrun_for_the_check(device):
+    """The guard two neighbours share is armed when the first is carved; carving the second arms only what it adds,
+    so an overrun of the first made before the second is carved (no check in between) is still there."""
+    with sharing_guards():
+        guards = Guards(device, 64 * MIB)
+    guards.arm("dense")
+    n, spill = int(torch.randint(1, 5000, ())), int(torch.randint(1, 1000, ()))
+    with GuardMode(guards):
+        a = torch.zeros(n, dtype=torch.uint8, device=device)
+        raw_memset(a, n + spill)
+        torch.zeros(3 * MIB, dtype=torch.uint8, device=device)  # wants a larger guard: the shared one grows
+    guards.check("run")
+    (v,) = guards.violations()
+    assert (v.buffer, v.bytes, v.last_offset) == ("a", spill, spill - 1)
+
+
+def test_a_scope_given_back_next_to_a_kept_buffer_leaves_its_guard_whole(device):
+    """Released buffers' arenas go back to the free fill, less the guard they shared with a buffer still there: no
+    false alarm under either fill, and the next buffer carved shares that guard again."""
+    with sharing_guards():
+        guards = Guards(device, 64 * MIB)
+    for fill in ("dense", "nan", "dense"):
+        guards.arm(fill)  # type: ignore[arg-type]
+        with GuardMode(guards):
+            kept = torch.zeros(int(torch.randint(1, 9000, ())), device=device)
+            with guards.scope():
+                torch.empty(int(torch.randint(1, 9000, ())), device=device).fill_(1)
+            after = torch.zeros(int(torch.randint(1, 9000, ())), device=device)
+        assert not guards.dirty(), fill
+        k, x = guards.buffers[-2:]
+        assert k.start + k.nbytes + k.right == x.start
+        del kept, after
+    guards.check_free()
+    assert guards.violations() == ()

@@ -44,7 +44,7 @@ from graph_harness.core.capture import (
 )
 from graph_harness.core.check import Inputs, Op, prepare
 from graph_harness.core.expect import describe
-from graph_harness.core.guard import GuardMode, Guards, UsageError
+from graph_harness.core.guard import GuardMode, Guards, UsageError, sharing_guards
 from graph_harness.core.lanes import lanes_checked, watched
 from graph_harness.core.launches import observing
 from graph_harness.core.results import Environment, environment
@@ -152,8 +152,9 @@ def fuzz(op: Op, inputs: Inputs, sizes: Sequence[int] = (1,), *, constants: Mapp
     `seed + 3`, ...), every guard checked after every replay, until `replays` replays, `seconds` of them (60 s
     when neither is given) or the first access outside a buffer: `FuzzRun.finding`, with its inputs and the
     kernel that made it. Arguments as `check`'s; make `inputs` vary by seed what the op's kernels branch on."""
-    ready = prepare(op, inputs, sizes, constants=constants, device=device, seed=seed, guard_budget=guard_budget,
-                    name=name)
+    with sharing_guards():  # a check after every replay: each guard byte read once
+        ready = prepare(op, inputs, sizes, constants=constants, device=device, seed=seed, guard_budget=guard_budget,
+                        name=name)
     case = ready.cases[0]
     return fuzz_workloads(ready.workloads, ready.guards, backend or default_backend(ready.device), seed=seed,
                           name=case.scenario, variant=case.variant, replays=replays, seconds=seconds,

@@ -335,7 +335,9 @@ class _Layout:
     _cache: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, buffers: Sequence[Buffer], device: torch.device) -> _Layout:
+    def of(cls, buffers: Sequence[Buffer], device: torch.device, *, fresh_from: int = 0) -> _Layout:
+        """`fresh_from`: no guard byte before it (a guard the buffer shares with the one before it, armed already
+        and maybe holding what an overrun of that one wrote, not yet checked)."""
         guards: list[tuple[int, int]] = []
         poisons: list[tuple[int, int, int]] = []
         tail: list[int] = []
@@ -343,7 +345,7 @@ class _Layout:
         poison_bytes: list[int] = []
         for b in buffers:
             end = b.start + b.nbytes
-            guards.append(((b.start - b.left) // 4, b.start // 4))
+            guards.append((max(b.start - b.left, fresh_from) // 4, b.start // 4))
             guards.append((_round_up(end, 4) // 4, (end + b.right) // 4))
             tail.extend(range(end, _round_up(end, 4)))
             if b.poison is not None:
@@ -351,7 +353,7 @@ class _Layout:
                 pattern = b.poison.to_bytes(4, "little")
                 poison_tail.extend(range(end // 4 * 4, end))
                 poison_bytes.extend(pattern[i % 4] for i in range(end // 4 * 4, end))
-        return cls(guards, poisons, tail, poison_tail, poison_bytes, device)
+        return cls(_merged(guards), poisons, tail, poison_tail, poison_bytes, device)
 
     def cached(self, name: str, build: Callable[[], Any]) -> Any:
         """What `build` returns (a device table), built once per layout."""
@@ -487,6 +489,25 @@ def keeping_slabs() -> Iterator[None]:
         keep_slabs(False)
 
 
+_sharing = False  # whether neighbours carved from now on share the guard between them (see `sharing_guards`)
+
+
+@contextmanager
+def sharing_guards() -> Iterator[None]:
+    """Inside the block, `Guards` made carve each buffer against the one before it with one guard between them,
+    as large as the larger of the two wants, instead of two: every guard byte is read once a check, and a check
+    reads about half the bytes (`graph-harness fuzz`, which checks after every replay). Each buffer still has its
+    whole guard on either side; what the layout gives up is the exact extent of an overrun that runs past its own
+    guard: that one reaches the neighbour's bytes, `at least` so much, where two guards would have held it.
+    Outside it (`run`, the scenario items, `check`) each buffer has guards of its own."""
+    global _sharing
+    saved, _sharing = _sharing, True
+    try:
+        yield
+    finally:
+        _sharing = saved
+
+
 def spare_bytes(device: torch.device) -> int:
     """Device memory held by a slab no `Guards` uses, kept for the next one (`default_budget` counts it free)."""
     spare = _SPARES.get(_indexed(device))
@@ -514,6 +535,7 @@ class Guards:
         self.cover = cover
         self.min_guard = min_guard
         self.ratio = ratio
+        self.shared = _sharing  # neighbours share the guard between them (see sharing_guards)
         self.buffers: list[Buffer] = []
         self._limits: list[tuple[int | None, str]] = []  # (tag, what could not be guarded as wanted)
         self.fill: Fill = "nan"
@@ -658,11 +680,17 @@ class Guards:
             if guard < want:
                 self._limits.append((self._tag, f"not fully guarded: {name} ({site}) has {guard:,} B guards, "
                                                 f"{want:,} B wanted (guard budget {self.budget:,} B)"))
-        start = self._used + guard
+        # Where neighbours share the guard between them (sharing_guards), it is as large as the larger of the two
+        # wants, and the first one's overflow guard reaches the next one's start.
+        prev, armed = self._adjacent() if self.shared else None, self._used
+        base = _round_up(prev.start + prev.nbytes, _ALIGN) if prev is not None else self._used
+        start = max(self._used, base + guard)
+        if prev is not None:
+            prev.right = start - (prev.start + prev.nbytes)
         right = _round_up(start + body, _ALIGN) + guard - (start + nbytes)
         poison = _POISON_WORD.get(empty_itemsize or 0) if empty_itemsize else None
         self.empties += poison is not None
-        buf = Buffer(name, site, start, nbytes, guard, right, row_bytes, self._tag, poison)
+        buf = Buffer(name, site, start, nbytes, start - base, right, row_bytes, self._tag, poison)
         self._used = start + nbytes + right
         self._high = max(self._high, self._used)
         self._touched()
@@ -670,8 +698,13 @@ class Guards:
         self._sizes[self._tag, name] = max(nbytes, self._sizes.get((self._tag, name), 0))
         self._layout = None
         if not capturing:
-            self._arm_with(_Layout.of([buf], self.device), self._words[self.fill], few=True)
+            self._arm_with(_Layout.of([buf], self.device, fresh_from=armed), self._words[self.fill], few=True)
         return buf
+
+    def _adjacent(self) -> Buffer | None:
+        """The buffer whose overflow guard ends where the next one is carved: that guard is the next one's
+        underflow guard too."""
+        return next((b for b in reversed(self.buffers) if b.start + b.nbytes + b.right == self._used), None)
 
     def view(self, buf: Buffer, dtype: torch.dtype) -> torch.Tensor:
         """The buffer's bytes as a flat tensor of `dtype`."""
@@ -765,10 +798,12 @@ class Guards:
             kept = [b for b in carved if ended and b.alive()]
             for buf in kept:
                 buf.persistent, buf.poison = True, None
-            self._used = max([used, *(b.start + b.nbytes + b.right for b in kept)])
-            if self._free_filled:
-                self._fill_free([(b.start - b.left, b.start + b.nbytes + b.right) for b in carved if b not in kept])
+            released = [b for b in carved if b not in kept]
             self.buffers[count:] = kept
+            # (the buffer before the scope keeps the guard it shared with the first buffer carved in it)
+            self._used = max([used, *(b.start + b.nbytes + b.right for b in self.buffers)])
+            if self._free_filled:  # what was released, less the guards it shared with buffers still there
+                self._fill_free(_less(_arenas(released), _arenas(self.buffers)))
             self._layout = None
 
     def persistent(self, tag: int | None = None) -> tuple[str, ...]:
@@ -915,14 +950,37 @@ class Guards:
         if not self.dirty():
             return False
         pattern = self._pattern(self._words[self.fill])
+        after = self._sharing()
+        inside = {id(b) for b in after.values()}
         for buf in self.buffers:
-            for side, lo, hi in (("underflow", buf.start - buf.left, buf.start),
-                                 ("overflow", buf.start + buf.nbytes, buf.start + buf.nbytes + buf.right)):
-                expected = pattern.repeat((hi - lo) // 4 + 2)[lo % 4: lo % 4 + hi - lo]
-                changed = self.slab[lo:hi] != expected
-                if bool(changed.any()):
-                    self._record(buf, side, _pack(changed), phase, op)  # type: ignore[arg-type]
+            end = buf.start + buf.nbytes
+            changed = self._changed(buf.start - buf.left, buf.start, pattern)
+            if id(buf) not in inside and bool(changed.any()):
+                self._record(buf, "underflow", _pack(changed), phase, op)
+            changed = self._changed(end, end + buf.right, pattern)
+            if not bool(changed.any()):
+                continue
+            neighbour = after.get(id(buf))
+            if neighbour is None:
+                self._record(buf, "overflow", _pack(changed), phase, op)
+                continue
+            mine, theirs = _split_shared(changed, neighbour.left)
+            if mine is not None:
+                self._record(buf, "overflow", _pack(mine), phase, op)
+            if theirs is not None:
+                self._record(neighbour, "underflow", _pack(theirs[changed.numel() - neighbour.left:]), phase, op)
         return True
+
+    def _changed(self, lo: int, hi: int, pattern: torch.Tensor) -> torch.Tensor:
+        """Which slab bytes [lo, hi) of a guard differ from the fill."""
+        expected = pattern.repeat((hi - lo) // 4 + 2)[lo % 4: lo % 4 + hi - lo]
+        return self.slab[lo:hi] != expected
+
+    def _sharing(self) -> dict[int, Buffer]:
+        """For each buffer whose overflow guard is its neighbour's underflow guard too (by id), that neighbour."""
+        by_start = {b.start: b for b in self.buffers}
+        return {id(b): n for b in self.buffers
+                if (n := by_start.get(b.start + b.nbytes + b.right)) is not None and n.left and n.left <= b.right}
 
     def _record(self, buf: Buffer, side: Side, bits: torch.Tensor, phase: str, op: str | None) -> None:
         key = (buf.tag, buf.name, buf.site, side)
@@ -952,9 +1010,10 @@ class Guards:
         self._record(buf, side, _pack((at >= lo) & (at < hi)), phase, op)
 
     def owner(self, address: int) -> Buffer | None:
-        """The buffer whose arena (guards included) holds a device address, if any."""
+        """The buffer whose arena (guards included) holds a device address, if any; in a guard two neighbours
+        share, the one after it."""
         base = self.slab.data_ptr()
-        for buf in self.buffers:
+        for buf in reversed(self.buffers):
             if base + buf.start - buf.left <= address < base + buf.start + buf.nbytes + buf.right:
                 return buf
         return None
@@ -966,9 +1025,8 @@ class Guards:
         base = self.slab.data_ptr()
         starts = np.array([base + b.start - b.left for b in self.buffers], dtype=np.int64)
         ends = np.array([base + b.start + b.nbytes + b.right for b in self.buffers], dtype=np.int64)
-        at = np.searchsorted(starts, addresses, side="right") - 1
-        inside = (at >= 0) & (addresses < ends[at.clip(min=0)])
-        return [self.buffers[i] for i in np.unique(at[inside])]
+        first, past = np.searchsorted(addresses, starts), np.searchsorted(addresses, ends)
+        return [b for b, lo, hi in zip(self.buffers, first, past, strict=True) if hi > lo]
 
     def in_slab(self, address: int) -> bool:
         base = self.slab.data_ptr()
@@ -1289,7 +1347,7 @@ class Guards:
         if not self._free_filled:
             return
         words = self.slab.view(torch.int32)
-        arenas = sorted((b.start - b.left, b.start + b.nbytes + b.right) for b in self.buffers)
+        arenas = _arenas(self.buffers)
         free, reached = [], 0
         for lo, hi in arenas:
             if lo > reached:
@@ -1370,6 +1428,64 @@ class Guards:
                 "found when the protocol ended, by no run in particular")
         return [Violation(UNHELD, site, "overflow", lo, hi, int(offsets.size), None, 0, None,
                           ("after every run",))]
+
+
+def _arenas(buffers: Sequence[Buffer]) -> list[tuple[int, int]]:
+    """The buffers' arenas (guards included), as sorted byte ranges of the slab."""
+    return sorted((b.start - b.left, b.start + b.nbytes + b.right) for b in buffers)
+
+
+def _merged(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Ranges that overlap or touch, as one."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(r for r in ranges if r[1] > r[0]):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _less(ranges: Sequence[tuple[int, int]], taken: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of `ranges` that no range of `taken` covers."""
+    out = []
+    for lo, hi in _merged(ranges):
+        for a, b in _merged(taken):
+            if b <= lo or a >= hi:
+                continue
+            if a > lo:
+                out.append((lo, a))
+            lo = max(lo, b)
+        if lo < hi:
+            out.append((lo, hi))
+    return out
+
+
+def _split_shared(changed: torch.Tensor, theirs: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The changed bytes of a guard two neighbours share (A's overflow guard, whose last `theirs` bytes are B's
+    underflow guard), as (A's, B's): what reaches in from one edge only is that buffer's; what lies in the middle,
+    the nearer one's; one range from edge to edge is both (merged as one overrun into the neighbour); and a range
+    from each edge is A's first range, then B's."""
+    n = changed.numel()
+    first = int(changed.to(torch.uint8).argmax())
+    last = n - 1 - int(changed.flip(0).to(torch.uint8).argmax())
+    from_a, from_b = first == 0, last == n - 1
+    if from_a and from_b:
+        count = int(changed.sum())
+        if count == n:
+            return changed, changed
+        split = max(int((~changed).to(torch.uint8).argmax()), n - theirs)
+        mine, rest = changed.clone(), changed.clone()
+        mine[split:] = False
+        rest[:split] = False
+        return mine, rest
+    if not (from_b or (not from_a and n - 1 - last < first)):
+        return changed, None
+    if bool(changed[: n - theirs].any()):  # bytes before B's guard stay A's
+        mine = changed.clone()
+        mine[n - theirs:] = False
+        return mine, changed
+    return None, changed
 
 
 def _aligned(a: torch.Tensor, b: torch.Tensor, side: Side) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1472,7 +1588,9 @@ class _Guarded:
 def _merge_neighbours(found: list[_Guarded]) -> list[Violation]:
     """One violation for a corrupted range that runs from one buffer's overflow guard, through its far end,
     into the next buffer's underflow guard: the buffer it left from is named, with the neighbour in `hits`."""
-    under_at = {(g.buffer.tag, g.buffer.start - g.buffer.left): g for g in found if g.violation.side == "underflow"}
+    unders = [g for g in found if g.violation.side == "underflow"]
+    under_at = {(g.buffer.tag, g.buffer.start - g.buffer.left): g for g in unders}
+    under_at.update({(g.buffer.tag, g.buffer.start): g for g in unders})  # a guard the two share
     merged: set[int] = set()
     out = []
     for over in (g for g in found if g.violation.side == "overflow"):
@@ -1486,15 +1604,15 @@ def _merge_neighbours(found: list[_Guarded]) -> list[Violation]:
         # It ran on from A's end (it starts there) unless it only ends at B's start: then B underflowed.
         from_b = under.violation.last_offset == -1 and over.violation.first_offset != 0
         leaving, entering = (under, over) if from_b else (over, under)
+        edge = b.start - (a.start + a.nbytes)  # B's start, from A's end
         if from_b:
-            offsets = np.concatenate([over.offsets - a.right - b.left, under.offsets])
+            offsets = np.union1d(over.offsets - edge, under.offsets)
             through = over.violation.first_offset == 0
         else:
-            offsets = np.concatenate([over.offsets, a.right + b.left + under.offsets])
+            offsets = np.union1d(over.offsets, edge + under.offsets)
             through = under.violation.last_offset == -1
         v, other = leaving.violation, entering.violation
         row_bytes = leaving.buffer.row_bytes
-        offsets.sort()
         out.append(replace(v, first_offset=int(offsets[0]), last_offset=int(offsets[-1]), bytes=int(offsets.size),
                            rows=int(np.unique(offsets // row_bytes).size) if row_bytes else None,
                            op=v.op or other.op, phases=tuple(dict.fromkeys(v.phases + other.phases)),

@@ -40,8 +40,10 @@ def fuzz_scenario(scenario_id: str, scenario: Scenario, variant: str, sizes: Seq
     """Fuzz one variant of a scenario at these sizes, in one slab (see `graph_harness.core.fuzz`)."""
     from graph_harness.core.capture import default_backend
     from graph_harness.core.fuzz import fuzz_workloads
+    from graph_harness.core.guard import sharing_guards
 
-    ready = scenario.prepared(scenario_id, variant, sizes, seed=seed, budget=budget)
+    with sharing_guards():  # a check after every replay: each guard byte read once
+        ready = scenario.prepared(scenario_id, variant, sizes, seed=seed, budget=budget)
     with scenario.usage_reported(scenario_id, variant, sizes):
         return fuzz_workloads(ready.workloads, ready.guards, default_backend(ready.device), seed=ready.cases[0].seed,
                               name=scenario_id, variant=variant, replays=replays, seconds=seconds,
