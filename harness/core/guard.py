@@ -954,9 +954,10 @@ class Guards:
         inside = {id(b) for b in after.values()}
         for buf in self.buffers:
             end = buf.start + buf.nbytes
-            changed = self._changed(buf.start - buf.left, buf.start, pattern)
-            if id(buf) not in inside and bool(changed.any()):
-                self._record(buf, "underflow", _pack(changed), phase, op)
+            if id(buf) not in inside:  # (an underflow guard shared with the buffer before is read with its overflow)
+                changed = self._changed(buf.start - buf.left, buf.start, pattern)
+                if bool(changed.any()):
+                    self._record(buf, "underflow", _pack(changed), phase, op)
             changed = self._changed(end, end + buf.right, pattern)
             if not bool(changed.any()):
                 continue
