@@ -7,7 +7,8 @@ the plain replay beside it is the same op captured without guards, so the two re
 whether the slab moves the kernels' timing. Each layout once: guards of their own (`run`, the matrix) and one
 guard shared by neighbours (`fuzz`). The check three ways: `dirty()` as the protocol calls it (a launch and a
 host read, wall), the captured check fuzz replays after every replay (device time), and a replay with that check
-from an idle GPU to the host's read of the flag (wall). CUDA only.
+from an idle GPU to the host's read of the flag (wall). On CPU (the Triton interpreter): the bytes a check reads in
+each layout, nothing timed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from statistics import median
 import torch
 
 from graph_harness.core.capture import CudaGraphBackend
-from graph_harness.core.guard import GuardMode, sharing_guards
+from graph_harness.core.guard import GuardMode, Guards, sharing_guards
 from graph_harness.kernels.contracts import Policy
 from graph_harness.moe.run import guards_for, resolve_cases
 from graph_harness.moe.scenario import MoEScenario
@@ -55,17 +56,30 @@ def _wall(fn, iters: int) -> float:  # type: ignore[no-untyped-def]
     return median(times)
 
 
+def _read(guards: Guards) -> int:
+    """Bytes one check reads: every guard word once, and the odd bytes one by one."""
+    layout = guards.layout
+    return 4 * sum(hi - lo for lo, hi in layout.guards) + len(layout.tail_at)
+
+
 def _measure(scenario: MoEScenario, name: str, policy: Policy, tokens: int, iters: int, shared: bool) -> dict:
     (case,) = resolve_cases(name, scenario, policy, [tokens], "gpu")
-    device = torch.device("cuda", torch.cuda.current_device())
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     weights = MoEWeights.for_case(case, device)
     with sharing_guards() if shared else contextlib.nullcontext():
-        guards = guards_for([case], device, weights=[weights])
+        guards = guards_for([case], device, budget=None if device.type == "cuda" else 8 << 30, weights=[weights])
     guards.reserve()
     workload = MoEWorkload(case, weights.adopted(guards), device)  # the weights in the slab, as run_cases has them
     inputs = workload.inputs(case.seed + 1)
     with guards.tagged(case.tokens):
         static = {k: guards.adopt(v, f"input.{k}") for k, v in inputs.items()}
+    layout = {"scenario": name, "policy": policy.value, "tokens": tokens, "guards": "shared" if shared else "own"}
+    if device.type != "cuda":  # the layout alone: the op's buffers carved as a capture keeps them
+        guards.arm("dense")
+        with guards.tagged(case.tokens), GuardMode(guards):
+            workload.run(static, lambda name: None)
+        assert not guards.dirty(), "a clean policy left a guard changed"
+        return {**layout, "device": "cpu", "buffers": len(guards.buffers), "guard_bytes_read": _read(guards)}
     backend = CudaGraphBackend()
     guards.arm("dense")
     with guards.tagged(case.tokens), guards.scope(), GuardMode(guards):
@@ -112,11 +126,9 @@ def _measure(scenario: MoEScenario, name: str, policy: Policy, tokens: int, iter
     ref = workload.reference(static)
     err = float((out - ref).norm() / ref.norm())
     assert err < workload.tolerance, f"guarded replay is wrong: rel L2 {err:.2e}"
-    layout = guards.layout
-    read = 4 * sum(hi - lo for lo, hi in layout.guards) + len(layout.tail_at)
     return {
-        "device": torch.cuda.get_device_name(), "scenario": name, "policy": policy.value, "tokens": tokens,
-        "guards": "shared" if shared else "own", "buffers": len(guards.buffers), "guard_bytes_read": read,
+        **layout, "device": torch.cuda.get_device_name(), "buffers": len(guards.buffers),
+        "guard_bytes_read": _read(guards),
         "replay_us": round(replay, 2), "plain_replay_us": round(plain_replay, 2),
         "replay_wall_us": round(replay_wall, 2), "check_us": round(check, 2),
         "captured_check_us": round(captured, 2), "replay_and_captured_check_wall_us": round(checked_wall, 2),
@@ -141,7 +153,8 @@ def main() -> None:
     rows = []
     for shared in (False, True):
         rows.append(_measure(scenario, args.scenario, Policy(args.policy), args.tokens, args.iters, shared))
-        torch.cuda.empty_cache()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     print(json.dumps(rows, indent=2))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
