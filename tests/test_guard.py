@@ -197,9 +197,9 @@ def test_a_buffer_carved_again_with_another_guard_keeps_what_earlier_runs_saw_an
 
 # One guard between neighbours (sharing_guards: fuzz) ---------------------------------------------------------
 
-def _three(device: torch.device, fill: str = "nan", *, shared: bool = True) -> Guards:
-    """a, b and c of random sizes (b an `empty`, c a small one), carved one after another."""
-    n = [int(torch.randint(1, 40_000, ())), int(torch.randint(1, 40_000, ())), int(torch.randint(1, 64, ()))]
+def _three(device: torch.device, fill: str = "nan", *, shared: bool = True, sizes: list[int] | None = None) -> Guards:
+    """a, b and c, carved one after another (b an `empty`): of random sizes, c a small one, unless given."""
+    n = sizes or [int(torch.randint(1, 40_000, ())), int(torch.randint(1, 40_000, ())), int(torch.randint(1, 64, ()))]
     with sharing_guards() if shared else contextlib.nullcontext():
         guards = Guards(device, 64 * MIB)
     guards.arm(fill)  # type: ignore[arg-type]
@@ -310,3 +310,28 @@ def test_a_scope_given_back_next_to_a_kept_buffer_leaves_its_guard_whole(device)
         del kept, after
     guards.check_free()
     assert guards.violations() == ()
+
+
+@pytest.mark.parametrize("trial", range(4))
+def test_an_overrun_within_the_guard_reads_the_same_in_shared_guards_as_in_own(device, trial):
+    """Overruns that stay inside the guard a buffer wants (from either edge, of either neighbour, several at once)
+    give the same violations, to the byte, whether the neighbours share the guard or have guards of their own."""
+    sizes = [int(torch.randint(1, 40_000, ())) for _ in range(3)]
+    shared, own = _three(device, sizes=sizes), _three(device, sizes=sizes, shared=False)
+    cuts = [(i, side, int(torch.randint(1, MIB, ())))
+            for i, side in ((0, "overflow"), (1, "underflow"), (1, "overflow"), (2, "underflow"))
+            if bool(torch.rand(()) < 0.6)] or [(0, "overflow", 1)]
+    for guards in (shared, own):
+        for i, side, n in cuts:
+            buf = guards.buffers[i]
+            at = buf.start + buf.nbytes if side == "overflow" else buf.start - n
+            _spoil(guards, at, at + n)
+        guards.check("run")
+
+    def seen(guards: Guards) -> list[tuple[object, ...]]:
+        return sorted((v.buffer, v.side, v.first_offset, v.last_offset, v.bytes, v.at_least, v.hits)
+                      for v in guards.violations())
+
+    assert seen(shared) == seen(own) == sorted(
+        ("abc"[i], side, 0 if side == "overflow" else -n, n - 1 if side == "overflow" else -1, n, False, ())
+        for i, side, n in cuts)
