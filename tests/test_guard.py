@@ -279,17 +279,21 @@ def test_an_overrun_through_the_whole_shared_guard_is_at_least_and_reaches_the_n
 def test_a_buffer_carved_next_to_one_an_op_overran_leaves_the_overrun_for_the_check(device):
     """The guard two neighbours share is armed when the first is carved; carving the second arms only what it adds,
     so an overrun of the first made before the second is carved (no check in between) is still there."""
-    with sharing_guards():
-        guards = Guards(device, 64 * MIB)
-    guards.arm("dense")
-    n, spill = int(torch.randint(1, 5000, ())), int(torch.randint(1, 1000, ()))
-    with GuardMode(guards):
-        a = torch.zeros(n, dtype=torch.uint8, device=device)
-        raw_memset(a, n + spill)
-        torch.zeros(3 * MIB, dtype=torch.uint8, device=device)  # wants a larger guard: the shared one grows
-    guards.check("run")
-    (v,) = guards.violations()
-    assert (v.buffer, v.bytes, v.last_offset) == ("a", spill, spill - 1)
+    for grows in (False, True):
+        with sharing_guards():
+            guards = Guards(device, 256 * MIB)
+        guards.arm("dense")
+        n, spill = int(torch.randint(1, 5000, ())), int(torch.randint(1, 1000, ()))
+        with GuardMode(guards):
+            a = torch.zeros(n, dtype=torch.uint8, device=device)
+            raw_memset(a, n + spill)
+            # a guard of 16x 1 MiB: the shared one grows by 14 MiB, and only those are armed
+            torch.zeros(MIB if grows else 8, dtype=torch.uint8, device=device)
+        guards.check("run")
+        (v,) = guards.violations()
+        assert (v.buffer, v.bytes, v.last_offset) == ("a", spill, spill - 1)
+        assert guards.buffers[1].left == (16 if grows else 2) * MIB
+        del a
 
 
 def test_a_scope_given_back_next_to_a_kept_buffer_leaves_its_guard_whole(device):
