@@ -950,7 +950,7 @@ class Guards:
         if not self.dirty():
             return False
         pattern = self._pattern(self._words[self.fill])
-        after = self._sharing()
+        after = self._shared_neighbours()
         inside = {id(b) for b in after.values()}
         for buf in self.buffers:
             end = buf.start + buf.nbytes
@@ -977,7 +977,7 @@ class Guards:
         expected = pattern.repeat((hi - lo) // 4 + 2)[lo % 4: lo % 4 + hi - lo]
         return self.slab[lo:hi] != expected
 
-    def _sharing(self) -> dict[int, Buffer]:
+    def _shared_neighbours(self) -> dict[int, Buffer]:
         """For each buffer whose overflow guard is its neighbour's underflow guard too (by id), that neighbour."""
         by_start = {b.start: b for b in self.buffers}
         return {id(b): n for b in self.buffers
@@ -1348,13 +1348,7 @@ class Guards:
         if not self._free_filled:
             return
         words = self.slab.view(torch.int32)
-        arenas = _arenas(self.buffers)
-        free, reached = [], 0
-        for lo, hi in arenas:
-            if lo > reached:
-                free.append((reached // 4, lo // 4))
-            reached = max(reached, hi)
-        free.append((reached // 4, words.numel()))
+        free = [(lo // 4, hi // 4) for lo, hi in _less([(0, 4 * words.numel())], _arenas(self.buffers))]
         chunks = [(a, min(a + _FREE_CHUNK, hi)) for lo, hi in free for a in range(lo, hi, _FREE_CHUNK)]
         fill = _signed(_FREE_WORD, 32)
         dirty = self._chunks_changed(words, chunks, fill)
@@ -1450,8 +1444,9 @@ def _merged(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
 def _less(ranges: Sequence[tuple[int, int]], taken: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """The parts of `ranges` that no range of `taken` covers."""
     out = []
+    taken = _merged(taken)
     for lo, hi in _merged(ranges):
-        for a, b in _merged(taken):
+        for a, b in taken:
             if b <= lo or a >= hi:
                 continue
             if a > lo:
