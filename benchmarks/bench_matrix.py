@@ -33,6 +33,9 @@ def main(argv: list[str]) -> int:
     from graph_harness.cli import main as cli
     from graph_harness.core import phases
 
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
     args = argv or DEFAULT
     if args[0] == "--sync":  # each phase waits for the GPU at its ends: its device work is its own
         import torch
@@ -58,6 +61,9 @@ def main(argv: list[str]) -> int:
             print(f"{'pytest' if under_pytest else 'graph-harness run'} {' '.join(args)}: exit {code}",
                   file=sys.stderr)
             return code
+        if not out.exists():  # the command ran no case (its own help, say): nothing to break down
+            print(f"{'pytest' if under_pytest else 'graph-harness run'} {' '.join(args)}: no case ran", file=sys.stderr)
+            return 2
         cases = len(json.loads(out.read_text()))
     totals = phases.totals()
     first = phases.first_entered()
